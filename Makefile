@@ -1,0 +1,128 @@
+# edgellm — build, test and install. `make help` lists the targets.
+#
+# Layout: every top-level module directory (engine config api daemon tools) becomes one static
+# library; files named *_main.c are programs. Tests are tests/test_*.c (one Check suite each)
+# plus tests/*.sh integration scripts. Objects go to $(BUILD)/obj, so `make asan` can build a
+# second tree in build-asan without touching the first.
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SHARED  ?= ../shared
+MODEL   ?= $(BUILD)/demo.gguf
+
+ARCH := $(shell $(CC) -dumpmachine | sed 's/-.*//')
+
+PKGS := libmicrohttpd libcjson libuv sqlite3 libpcre2-8 libcurl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-format-truncation
+CPPFLAGS += -I. -D_GNU_SOURCE
+CFLAGS   += -std=c11 $(OPT) -g $(WARN) $(SAN) $(PKG_CFLAGS)
+LDFLAGS  += $(SAN)
+LDLIBS   += $(PKG_LIBS) -lpthread -lm
+
+OBJ := $(BUILD)/obj
+MODULES := engine config api daemon tools
+
+# SIMD kernels: one file per instruction set, compiled with that set enabled; chosen at run time.
+ifeq ($(ARCH),x86_64)
+KERN_SKIP := engine/kern_neon.c
+else ifeq ($(ARCH),aarch64)
+KERN_SKIP := engine/kern_avx2.c engine/kern_avx512.c
+else
+KERN_SKIP := engine/kern_avx2.c engine/kern_avx512.c engine/kern_neon.c
+endif
+$(OBJ)/engine/kern_avx2.o:   CFLAGS += -mavx2 -mfma -mf16c
+$(OBJ)/engine/kern_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
+$(OBJ)/engine/kern_neon.o:   CFLAGS += -march=armv8.2-a+dotprod+fp16
+
+module_srcs = $(filter-out %_main.c $(KERN_SKIP),$(wildcard $(1)/*.c))
+module_lib  = $(BUILD)/lib$(1).a
+LIBS := $(foreach m,daemon api tools config engine,$(call module_lib,$(m)))
+
+PROGS := $(BUILD)/edgellm $(wildcard daemon/edgellmd_main.c)
+PROGS := $(BUILD)/edgellm $(if $(wildcard daemon/edgellmd_main.c),$(BUILD)/edgellmd)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+
+.PHONY: all deps run test check-unit check-integration asan bench clean install uninstall help
+all: $(PROGS)
+
+help:
+	@echo "make            build $(BUILD)/edgellm (CLI) and $(BUILD)/edgellmd (daemon)"
+	@echo "make run        install missing packages, build, run on the demo model (MODEL=file.gguf for another)"
+	@echo "make test       install missing packages, build, run every suite"
+	@echo "make asan       the tests again under AddressSanitizer + UBSan (in build-asan/)"
+	@echo "make bench      benchmark"
+	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+
+$(OBJ)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+define module_rule
+$(call module_lib,$(1)): $(patsubst %.c,$(OBJ)/%.o,$(call module_srcs,$(1)))
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && $(AR) rcs $$@ $$^
+endef
+$(foreach m,$(MODULES),$(eval $(call module_rule,$(m))))
+
+$(BUILD)/edgellm: $(OBJ)/daemon/edgellm_main.o $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/edgellmd: $(OBJ)/daemon/edgellmd_main.o $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(OBJ)/tests/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CHECK_LIBS)
+
+-include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
+
+# ---- set-up ---------------------------------------------------------------
+# Debian/Ubuntu packages the build and tests need; installed only when missing.
+DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libsqlite3-dev \
+            check libpcre2-dev libcurl4-openssl-dev curl python3
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@# pkg-config answers feed the variables above: re-run make so they are read after an install
+	@pkg-config --exists $(PKGS) check || { echo "pkg-config cannot find: $(PKGS) check" >&2; exit 1; }
+
+$(BUILD)/demo.gguf: | $(BUILD)/edgellm
+	$(BUILD)/edgellm mkmodel --shape demo --type Q8_0 -o $@
+
+run: deps
+	@$(MAKE) --no-print-directory all $(MODEL)
+	$(BUILD)/edgellm run -m $(MODEL) -p "Once upon a time" -n 48
+
+# ---- tests ----------------------------------------------------------------
+test: deps
+	@$(MAKE) --no-print-directory check-unit check-integration
+
+check-unit: $(PROGS) $(TEST_BINS)
+	@fail=0; for t in $(TEST_BINS); do \
+	  echo "== $$t"; SHARED=$(SHARED) EDGELLM_BUILD=$(BUILD) $$t || fail=1; \
+	done; exit $$fail
+
+check-integration: $(PROGS)
+	@fail=0; for s in $(wildcard tests/integ_*.sh); do \
+	  echo "== $$s"; SHARED=$(SHARED) EDGELLM_BUILD=$(BUILD) bash $$s || fail=1; \
+	done; exit $$fail
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  check-unit check-integration
+
+clean:
+	rm -rf $(BUILD) build-asan

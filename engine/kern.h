@@ -1,0 +1,62 @@
+/* kern — the compute kernels the forward pass spends its time in: dot products of weight
+ * rows with activations, activation quantization, and the f16 KV-cache helpers.
+ *
+ * One table of function pointers (kern_ops) per instruction set: kern_ref.c is the scalar
+ * truth; kern_avx2.c, kern_avx512.c, kern_neon.c are the SIMD variants, each compiled with
+ * its own target flags and chosen once at start-up from the CPU's features. Entries a
+ * variant does not implement are filled from ref, so every table is complete. Tests compare
+ * every variant with ref.
+ *
+ * Not here: threading (pool.h) or model structure (model.c). Kernels never allocate. */
+#ifndef EDGELLM_KERN_H
+#define EDGELLM_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "qtype.h"
+
+/* Dot product of one weight row w (n elements of the weight type) with activations x,
+ * already converted to the weight type's act_type (qt_get(t)->act_type): Q8_0 blocks for
+ * Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K types, plain floats for F32/F16/BF16.
+ * n is a multiple of the weight type's block size. */
+typedef float (*kern_dot_fn)(int n, const void *w, const void *x);
+
+/* Converts n floats into activation type blocks (Q8_0, Q8_1 or Q8_K); n a multiple of the
+ * block size. Must produce the bytes qt_quantize_row would (integer results are exact). */
+typedef void (*kern_quantize_fn)(const float *x, void *y, int n);
+
+typedef struct kern_ops {
+    const char *name;                       /* "ref", "avx2", "avx512", "neon" */
+    kern_dot_fn dot[QT_COUNT];              /* by weight type; NULL where unsupported */
+    kern_quantize_fn quantize[QT_COUNT];    /* by activation type: Q8_0, Q8_1, Q8_K */
+    /* y[i] += a * x[i] for i < n, x in f16 (attention's weighted sum over the V cache). */
+    void (*axpy_f16)(int n, float a, const qt_f16 *x, float *y);
+    /* y[i] = f16(x[i]) for i < n (writing K/V into the cache). */
+    void (*f32_to_f16)(int n, const float *x, qt_f16 *y);
+} kern_ops;
+
+/* The scalar reference table. Always available. */
+const kern_ops *kern_ref(void);
+
+/* The table called name ("ref", "avx2", "avx512", "neon") if this binary has it and this
+ * CPU can run it, else NULL. Missing entries are filled from ref. */
+const kern_ops *kern_by_name(const char *name);
+
+/* The table to use: `force` if non-NULL, else $EDGELLM_KERNEL if set, else the best this CPU
+ * runs. Fails with -ERR_UNSUPPORTED (message naming the variant) when the requested variant
+ * is unknown or the CPU lacks its instructions. */
+int kern_select(const char *force, const kern_ops **out, err_info *ei);
+
+/* Names of every variant this binary and CPU can run, ref first. Returns the count. */
+int kern_available(const char **names, int cap);
+
+/* Bytes of activation buffer needed for n floats converted for weight type t. */
+size_t kern_act_bytes(qt_type t, int n);
+
+/* Converts x (n floats) into the activation form for weight type t, into buf
+ * (kern_act_bytes(t, n) bytes). For float weight types this is a copy. */
+void kern_prepare_act(const kern_ops *k, qt_type t, const float *x, void *buf, int n);
+
+#endif
