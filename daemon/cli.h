@@ -10,6 +10,8 @@ int cli_logits(int argc, char **argv);   /* daemon/cli_logits.c */
 int cli_run(int argc, char **argv);      /* daemon/cli_run.c */
 int cli_info(int argc, char **argv);     /* daemon/cli_info.c */
 int cli_mkmodel(int argc, char **argv);  /* tools/mkmodel.c */
+int cli_bench(int argc, char **argv);    /* tools/bench.c */
+int cli_chat(int argc, char **argv);     /* daemon/cli_chat.c: client of edgellmd */
 
 /* Prints "edgellm CMD: <detail>" to stderr and returns 1. */
 int cli_fail(const char *cmd, const err_info *ei, int rc);

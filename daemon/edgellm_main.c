@@ -16,6 +16,8 @@ static const struct {
     {"logits", cli_logits, "teacher-force tokens and print the top logits per position"},
     {"info", cli_info, "describe a GGUF model: architecture, shapes, types, tokenizer, template"},
     {"mkmodel", cli_mkmodel, "write a random-weight GGUF of a real model's shape"},
+    {"bench", cli_bench, "measure prefill and decode speed, memory and load time"},
+    {"chat", cli_chat, "chat with a running edgellmd (TCP or Unix socket)"},
 };
 
 int cli_fail(const char *cmd, const err_info *ei, int rc)
