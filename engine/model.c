@@ -1,0 +1,751 @@
+/* model — loading a llama/qwen2 GGUF into a validated set of tensor views, and the forward
+ * pass of a session over it.
+ *
+ * Loading checks every hyper-parameter and tensor shape against the architecture before
+ * any session exists, so the forward pass can trust them. Weights are used in place in the
+ * mapping. The forward pass processes prompt tokens in chunks of n_batch (each weight row
+ * is read once per chunk and dotted with every token of it) and decodes with chunks of 1.
+ *
+ * Shapes in comments use GGUF order: [row length, rows]. A "row" of a weight matrix is one
+ * output feature; activations are [tokens][features] row-major. */
+#include "model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    MAX_LAYERS = 1024,
+    MAX_CTX_DEFAULT = 4096,   /* session default cap when the caller does not choose */
+    ROW_ALIGN = 16,           /* matmul rows per thread start on multiples of this */
+};
+
+typedef struct layer {
+    const gguf_tensor *attn_norm;   /* [n_embd] F32 */
+    const gguf_tensor *wq;          /* [n_embd, n_head*head_dim] */
+    const gguf_tensor *wk;          /* [n_embd, n_head_kv*head_dim] */
+    const gguf_tensor *wv;          /* [n_embd, n_head_kv*head_dim] */
+    const gguf_tensor *bq, *bk, *bv;/* [rows] F32, qwen2 only */
+    const gguf_tensor *wo;          /* [n_head*head_dim, n_embd] */
+    const gguf_tensor *ffn_norm;    /* [n_embd] F32 */
+    const gguf_tensor *w_gate;      /* [n_embd, n_ff] */
+    const gguf_tensor *w_up;        /* [n_embd, n_ff] */
+    const gguf_tensor *w_down;      /* [n_ff, n_embd] */
+} layer;
+
+struct model {
+    gguf *g;
+    tok_vocab *vocab;
+    model_hparams hp;
+    layer *layers;                  /* n_layer */
+    const gguf_tensor *tok_embd;    /* [n_embd, n_vocab] */
+    const gguf_tensor *output_norm; /* [n_embd] F32 */
+    const gguf_tensor *output;      /* [n_embd, n_vocab]; token_embd when tied */
+    const gguf_tensor *rope_freqs;  /* [n_rot/2] F32 or NULL */
+    qt_type main_type;
+    uint64_t weight_bytes;
+};
+
+/* ---- loading ------------------------------------------------------------- */
+
+/* Reads ARCH.suffix as a positive int32 (required unless def >= 0, which is then the default). */
+static int arch_int(const model *m, const char *suffix, int64_t def, int64_t max, int32_t *out, err_info *ei)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->hp.arch_name, suffix);
+    int64_t v;
+    int rc = gguf_get_int(m->g, key, &v, ei);
+    if (rc == -ERR_NOT_FOUND && def >= 0) {
+        *out = (int32_t)def;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (v <= 0 || v > max)
+        return err_set(ei, -ERR_RANGE, "metadata key '%s' = %lld is outside 1..%lld", key, (long long)v, (long long)max);
+    *out = (int32_t)v;
+    return 0;
+}
+
+static int arch_float(const model *m, const char *suffix, double def, bool required, float *out, err_info *ei)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->hp.arch_name, suffix);
+    double v;
+    int rc = gguf_get_float(m->g, key, &v, ei);
+    if (rc == -ERR_NOT_FOUND && !required) {
+        *out = (float)def;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (!isfinite(v) || v <= 0)
+        return err_set(ei, -ERR_RANGE, "metadata key '%s' = %g must be positive", key, v);
+    *out = (float)v;
+    return 0;
+}
+
+static int read_rope_scaling(model *m, err_info *ei)
+{
+    model_hparams *hp = &m->hp;
+    char key[128];
+    hp->rope_freq_scale = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", hp->arch_name);
+    gguf_str type;
+    int rc = gguf_get_str(m->g, key, &type, ei);
+    if (rc == -ERR_NOT_FOUND)
+        return 0;
+    if (rc)
+        return rc;
+    if (gguf_str_eq(type, "none"))
+        return 0;
+    if (!gguf_str_eq(type, "linear"))
+        return err_set(ei, -ERR_UNSUPPORTED, "metadata key '%s' = '%.*s': only 'none' and 'linear' RoPE scaling are supported",
+                       key, (int)(type.len > 32 ? 32 : type.len), type.ptr);
+    float factor;
+    if ((rc = arch_float(m, "rope.scaling.factor", 1.0, false, &factor, ei)))
+        return rc;
+    hp->rope_freq_scale = 1.0f / factor;
+    return 0;
+}
+
+static int read_hparams(model *m, err_info *ei)
+{
+    model_hparams *hp = &m->hp;
+    gguf_str arch;
+    int rc = gguf_get_str(m->g, "general.architecture", &arch, ei);
+    if (rc)
+        return rc;
+    if (gguf_str_eq(arch, "llama")) {
+        hp->arch = MODEL_ARCH_LLAMA;
+        hp->arch_name = "llama";
+        hp->rope_neox = false; /* the converter permutes Q/K so adjacent pairs rotate */
+    } else if (gguf_str_eq(arch, "qwen2")) {
+        hp->arch = MODEL_ARCH_QWEN2;
+        hp->arch_name = "qwen2";
+        hp->rope_neox = true;
+        hp->qkv_bias = true;
+    } else {
+        return err_set(ei, -ERR_UNSUPPORTED, "architecture '%.*s' is not supported (supported: llama, qwen2)",
+                       (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    }
+    gguf_str name;
+    if (gguf_get_str(m->g, "general.name", &name, NULL) == 0)
+        snprintf(hp->name, sizeof hp->name, "%.*s", (int)(name.len < sizeof hp->name ? name.len : sizeof hp->name - 1), name.ptr);
+
+    if ((rc = arch_int(m, "embedding_length", -1, 1 << 16, &hp->n_embd, ei)) ||
+        (rc = arch_int(m, "block_count", -1, MAX_LAYERS, &hp->n_layer, ei)) ||
+        (rc = arch_int(m, "attention.head_count", -1, 1024, &hp->n_head, ei)) ||
+        (rc = arch_int(m, "attention.head_count_kv", hp->n_head, 1024, &hp->n_head_kv, ei)) ||
+        (rc = arch_int(m, "feed_forward_length", -1, 1 << 20, &hp->n_ff, ei)) ||
+        (rc = arch_int(m, "context_length", 2048, 1 << 24, &hp->n_ctx_train, ei)) ||
+        (rc = arch_float(m, "attention.layer_norm_rms_epsilon", 0, true, &hp->rms_eps, ei)) ||
+        (rc = arch_float(m, "rope.freq_base", 10000.0, false, &hp->rope_base, ei)))
+        return rc;
+    if (hp->n_head % hp->n_head_kv)
+        return err_set(ei, -ERR_FORMAT, "%s.attention.head_count %d is not a multiple of head_count_kv %d",
+                       hp->arch_name, hp->n_head, hp->n_head_kv);
+    if ((rc = arch_int(m, "attention.key_length", hp->n_embd / hp->n_head, 1 << 12, &hp->head_dim, ei)))
+        return rc;
+    int32_t v_len;
+    if ((rc = arch_int(m, "attention.value_length", hp->head_dim, 1 << 12, &v_len, ei)))
+        return rc;
+    if (v_len != hp->head_dim)
+        return err_set(ei, -ERR_UNSUPPORTED, "%s.attention.value_length %d differs from key_length %d",
+                       hp->arch_name, v_len, hp->head_dim);
+    if ((rc = arch_int(m, "rope.dimension_count", hp->head_dim, hp->head_dim, &hp->n_rot, ei)))
+        return rc;
+    if (hp->n_rot % 2)
+        return err_set(ei, -ERR_FORMAT, "%s.rope.dimension_count %d is odd", hp->arch_name, hp->n_rot);
+    return read_rope_scaling(m, ei);
+}
+
+enum { BIND_OPTIONAL = 1, BIND_F32 = 2 };
+
+/* Looks up the tensor called fmt... and checks its shape is [ne0] (ne1 == 0) or [ne0, ne1],
+ * and its type: F32 with BIND_F32, else any type the kernels compute with. A missing tensor
+ * is an error unless BIND_OPTIONAL, in which case *out is NULL. */
+static int bind(model *m, err_info *ei, const gguf_tensor **out, unsigned flags, int64_t ne0, int64_t ne1,
+                const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+
+static int bind(model *m, err_info *ei, const gguf_tensor **out, unsigned flags, int64_t ne0, int64_t ne1,
+                const char *fmt, ...)
+{
+    char name[GGUF_MAX_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const gguf_tensor *t = gguf_find_tensor(m->g, name);
+    *out = t;
+    if (!t)
+        return (flags & BIND_OPTIONAL) ? 0 : err_set(ei, -ERR_FORMAT, "tensor '%s' is missing", name);
+    uint32_t want_dims = ne1 ? 2 : 1;
+    if (t->n_dims != want_dims || (int64_t)t->ne[0] != ne0 || (ne1 && (int64_t)t->ne[1] != ne1)) {
+        if (ne1)
+            return err_set(ei, -ERR_FORMAT, "tensor '%s' has shape [%llu, %llu] (%u dims), expected [%lld, %lld]", name,
+                           (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], t->n_dims, (long long)ne0, (long long)ne1);
+        return err_set(ei, -ERR_FORMAT, "tensor '%s' has shape [%llu, ...] (%u dims), expected [%lld]", name,
+                       (unsigned long long)t->ne[0], t->n_dims, (long long)ne0);
+    }
+    const qt_traits *tr = qt_get(t->type);
+    if ((flags & BIND_F32) ? t->type != QT_F32 : !tr->supported)
+        return err_set(ei, -ERR_UNSUPPORTED, "tensor '%s' has type %s, %s", name, tr->name,
+                       (flags & BIND_F32) ? "expected F32" : "which edgellm cannot compute with");
+    return 0;
+}
+
+static int bind_tensors(model *m, err_info *ei)
+{
+    const model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, V = hp->n_vocab, Q = (int64_t)hp->n_head * hp->head_dim,
+            KV = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff;
+    unsigned bias = hp->qkv_bias ? 0 : BIND_OPTIONAL;
+    int rc;
+    if ((rc = bind(m, ei, &m->tok_embd, 0, E, V, "token_embd.weight")) ||
+        (rc = bind(m, ei, &m->output_norm, BIND_F32, E, 0, "output_norm.weight")) ||
+        (rc = bind(m, ei, &m->output, BIND_OPTIONAL, E, V, "output.weight")) ||
+        (rc = bind(m, ei, &m->rope_freqs, BIND_OPTIONAL | BIND_F32, hp->n_rot / 2, 0, "rope_freqs.weight")))
+        return rc;
+    m->hp.tied_output = m->output == NULL;
+    if (!m->output)
+        m->output = m->tok_embd;
+    m->hp.has_rope_factors = m->rope_freqs != NULL;
+    for (int i = 0; i < hp->n_layer; i++) {
+        layer *L = &m->layers[i];
+        if ((rc = bind(m, ei, &L->attn_norm, BIND_F32, E, 0, "blk.%d.attn_norm.weight", i)) ||
+            (rc = bind(m, ei, &L->wq, 0, E, Q, "blk.%d.attn_q.weight", i)) ||
+            (rc = bind(m, ei, &L->wk, 0, E, KV, "blk.%d.attn_k.weight", i)) ||
+            (rc = bind(m, ei, &L->wv, 0, E, KV, "blk.%d.attn_v.weight", i)) ||
+            (rc = bind(m, ei, &L->bq, bias | BIND_F32, Q, 0, "blk.%d.attn_q.bias", i)) ||
+            (rc = bind(m, ei, &L->bk, bias | BIND_F32, KV, 0, "blk.%d.attn_k.bias", i)) ||
+            (rc = bind(m, ei, &L->bv, bias | BIND_F32, KV, 0, "blk.%d.attn_v.bias", i)) ||
+            (rc = bind(m, ei, &L->wo, 0, Q, E, "blk.%d.attn_output.weight", i)) ||
+            (rc = bind(m, ei, &L->ffn_norm, BIND_F32, E, 0, "blk.%d.ffn_norm.weight", i)) ||
+            (rc = bind(m, ei, &L->w_gate, 0, E, F, "blk.%d.ffn_gate.weight", i)) ||
+            (rc = bind(m, ei, &L->w_up, 0, E, F, "blk.%d.ffn_up.weight", i)) ||
+            (rc = bind(m, ei, &L->w_down, 0, F, E, "blk.%d.ffn_down.weight", i)))
+            return rc;
+    }
+    return 0;
+}
+
+/* The type holding most bytes among the layer matrices (what a user calls the file's type). */
+static void summarize_types(model *m)
+{
+    uint64_t bytes_by_type[QT_COUNT] = {0};
+    for (int i = 0; i < m->hp.n_layer; i++) {
+        const layer *L = &m->layers[i];
+        const gguf_tensor *mats[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+        for (size_t j = 0; j < sizeof mats / sizeof mats[0]; j++)
+            bytes_by_type[mats[j]->type] += mats[j]->nbytes;
+    }
+    m->main_type = QT_F32;
+    for (int t = 0; t < QT_COUNT; t++)
+        if (bytes_by_type[t] > bytes_by_type[m->main_type])
+            m->main_type = (qt_type)t;
+    m->weight_bytes = 0;
+    for (size_t i = 0; i < gguf_n_tensors(m->g); i++)
+        m->weight_bytes += gguf_tensor_at(m->g, i)->nbytes;
+}
+
+int model_open(model **out, const char *path, err_info *ei)
+{
+    *out = NULL;
+    model *m = calloc(1, sizeof *m);
+    if (!m)
+        return err_set(ei, -ENOMEM, "out of memory");
+    int rc = gguf_open(&m->g, path, ei);
+    if (rc)
+        goto fail;
+    if ((rc = read_hparams(m, ei)) || (rc = tok_load(&m->vocab, m->g, ei)))
+        goto fail;
+    m->hp.n_vocab = tok_n_vocab(m->vocab);
+    m->layers = calloc((size_t)m->hp.n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        rc = err_set(ei, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = bind_tensors(m, ei)))
+        goto fail;
+    summarize_types(m);
+    *out = m;
+    return 0;
+fail:
+    model_close(m);
+    return rc;
+}
+
+void model_close(model *m)
+{
+    if (!m)
+        return;
+    tok_free(m->vocab);
+    free(m->layers);
+    gguf_close(m->g);
+    free(m);
+}
+
+const model_hparams *model_hparams_of(const model *m) { return &m->hp; }
+const tok_vocab *model_vocab(const model *m) { return m->vocab; }
+const gguf *model_gguf(const model *m) { return m->g; }
+qt_type model_main_type(const model *m) { return m->main_type; }
+uint64_t model_weight_bytes(const model *m) { return m->weight_bytes; }
+
+/* ---- sessions ------------------------------------------------------------ */
+
+/* Kinds of quantized activation the dot products need; each gets a buffer of n_batch rows
+ * of the widest input. Float weight types dot with the input rows as they are. */
+enum { ACT_Q8_0, ACT_Q8_1, ACT_Q8_K, ACT_KINDS };
+static const qt_type act_kind_type[ACT_KINDS] = {QT_Q8_0, QT_Q8_1, QT_Q8_K};
+
+static int act_kind_of(qt_type weight_type)
+{
+    switch (qt_get(weight_type)->act_type) {
+    case QT_Q8_0: return ACT_Q8_0;
+    case QT_Q8_1: return ACT_Q8_1;
+    case QT_Q8_K: return ACT_Q8_K;
+    default: return -1;
+    }
+}
+
+struct model_session {
+    const model *m;
+    const kern_ops *k;
+    pool *pool;             /* borrowed, may be NULL */
+    int32_t n_ctx, n_batch, n_past;
+    qt_type kv_type;
+    size_t kv_elem;         /* bytes per cache element */
+    int32_t kv_dim;         /* n_head_kv * head_dim */
+    uint8_t *k_cache;       /* [n_layer][n_ctx][kv_dim] */
+    uint8_t *v_cache;       /* [n_layer][n_ctx][kv_dim] */
+    float *x;               /* [n_batch][n_embd] residual stream */
+    float *xb;              /* [n_batch][max(n_embd, q_dim)] normed input / attention output */
+    float *q, *kx, *vx;     /* [n_batch][q_dim], [n_batch][kv_dim] x2 */
+    float *hb, *hb2;        /* [n_batch][n_ff] */
+    float *proj;            /* [n_batch][n_embd] output of wo / w_down before the residual add */
+    float *scores;          /* [threads][n_ctx] attention weights, one row per thread */
+    double *inv_freq;       /* [n_rot/2] RoPE angular frequency per pair (radians per position) */
+    float *rope_cs;         /* [n_batch][n_rot/2][2] cos, sin for the chunk's positions */
+    uint8_t *act[ACT_KINDS];/* [n_batch][act_stride], NULL when no weight needs the kind */
+    size_t act_stride[ACT_KINDS];
+};
+
+void model_session_params_default(model_session_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->kv_type = QT_F16;
+}
+
+/* calloc of n*m floats with overflow check; clears *ok on failure. */
+static void *alloc_floats(size_t n, size_t m, bool *ok)
+{
+    size_t bytes;
+    if (__builtin_mul_overflow(n, m, &bytes) || __builtin_mul_overflow(bytes, sizeof(float), &bytes)) {
+        *ok = false;
+        return NULL;
+    }
+    void *p = calloc(1, bytes ? bytes : 1);
+    *ok = *ok && p;
+    return p;
+}
+
+static bool alloc_act_buffers(model_session *s, int32_t widest_in)
+{
+    bool need[ACT_KINDS] = {false};
+    for (size_t i = 0; i < gguf_n_tensors(s->m->g); i++) {
+        qt_type t = (qt_type)gguf_tensor_at(s->m->g, i)->type;
+        int kind = act_kind_of(t);
+        if (kind >= 0 && qt_get(t)->supported)
+            need[kind] = true;
+    }
+    for (int kind = 0; kind < ACT_KINDS; kind++) {
+        if (!need[kind])
+            continue;
+        /* inputs are multiples of the weight block, which the activation block divides */
+        uint32_t blk = qt_get(act_kind_type[kind])->block_elems;
+        int32_t row = (widest_in + (int32_t)blk - 1) / (int32_t)blk * (int32_t)blk;
+        s->act_stride[kind] = qt_row_bytes(act_kind_type[kind], row);
+        s->act[kind] = malloc((size_t)s->n_batch * s->act_stride[kind]);
+        if (!s->act[kind])
+            return false;
+    }
+    return true;
+}
+
+int model_session_new(model_session **out, const model *m, const model_session_params *p, err_info *ei)
+{
+    *out = NULL;
+    const model_hparams *hp = &m->hp;
+    model_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return err_set(ei, -ENOMEM, "out of memory");
+    int rc = 0;
+    s->m = m;
+    s->pool = p->pool;
+    s->k = p->kern;
+    if (!s->k && (rc = kern_select(NULL, &s->k, ei)))
+        goto fail;
+    s->n_ctx = p->n_ctx > 0 ? p->n_ctx : (hp->n_ctx_train < MAX_CTX_DEFAULT ? hp->n_ctx_train : MAX_CTX_DEFAULT);
+    if (s->n_ctx > (1 << 24)) {
+        rc = err_set(ei, -ERR_RANGE, "context length %d is too large", s->n_ctx);
+        goto fail;
+    }
+    s->n_batch = p->n_batch > 0 ? p->n_batch : 64;
+    if (s->n_batch > s->n_ctx)
+        s->n_batch = s->n_ctx;
+    s->kv_type = p->kv_type;
+    if (s->kv_type != QT_F16 && s->kv_type != QT_F32) {
+        rc = err_set(ei, -ERR_UNSUPPORTED, "KV cache type %s is not supported (F16, F32 are)", qt_name(s->kv_type));
+        goto fail;
+    }
+    s->kv_elem = s->kv_type == QT_F16 ? 2 : 4;
+    s->kv_dim = hp->n_head_kv * hp->head_dim;
+    int32_t q_dim = hp->n_head * hp->head_dim, wide = q_dim > hp->n_embd ? q_dim : hp->n_embd;
+    size_t B = (size_t)s->n_batch;
+
+    size_t cache_bytes = (size_t)hp->n_layer * (size_t)s->n_ctx * (size_t)s->kv_dim * s->kv_elem;
+    s->k_cache = malloc(cache_bytes);
+    s->v_cache = malloc(cache_bytes);
+    bool ok = s->k_cache && s->v_cache;
+    s->x = alloc_floats(B, (size_t)hp->n_embd, &ok);
+    s->xb = alloc_floats(B, (size_t)wide, &ok);
+    s->q = alloc_floats(B, (size_t)q_dim, &ok);
+    s->kx = alloc_floats(B, (size_t)s->kv_dim, &ok);
+    s->vx = alloc_floats(B, (size_t)s->kv_dim, &ok);
+    s->hb = alloc_floats(B, (size_t)hp->n_ff, &ok);
+    s->hb2 = alloc_floats(B, (size_t)hp->n_ff, &ok);
+    s->proj = alloc_floats(B, (size_t)hp->n_embd, &ok);
+    s->scores = alloc_floats((size_t)(s->pool ? pool_size(s->pool) : 1), (size_t)s->n_ctx, &ok);
+    s->rope_cs = alloc_floats(B, (size_t)hp->n_rot, &ok);
+    s->inv_freq = calloc((size_t)hp->n_rot / 2 + 1, sizeof *s->inv_freq);
+    ok = ok && s->inv_freq && alloc_act_buffers(s, hp->n_ff > wide ? hp->n_ff : wide);
+    if (!ok) {
+        rc = err_set(ei, -ENOMEM, "out of memory for a %d-token context (KV cache %zu MiB)", s->n_ctx,
+                     2 * cache_bytes >> 20);
+        goto fail;
+    }
+    for (int i = 0; i < hp->n_rot / 2; i++) {
+        double f = pow((double)hp->rope_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
+        if (m->rope_freqs)
+            f /= ((const float *)m->rope_freqs->data)[i];
+        s->inv_freq[i] = f;
+    }
+    *out = s;
+    return 0;
+fail:
+    model_session_free(s);
+    return rc;
+}
+
+void model_session_free(model_session *s)
+{
+    if (!s)
+        return;
+    void *bufs[] = {s->k_cache, s->v_cache, s->x, s->xb, s->q, s->kx, s->vx, s->hb, s->hb2, s->proj,
+                    s->scores, s->rope_cs, s->inv_freq};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    for (int kind = 0; kind < ACT_KINDS; kind++)
+        free(s->act[kind]);
+    free(s);
+}
+
+int32_t model_session_n_ctx(const model_session *s) { return s->n_ctx; }
+int32_t model_session_n_past(const model_session *s) { return s->n_past; }
+
+void model_session_rewind(model_session *s, int32_t n_past)
+{
+    if (n_past >= 0 && n_past < s->n_past)
+        s->n_past = n_past;
+}
+
+/* ---- forward pass building blocks -------------------------------------- */
+
+static void run(model_session *s, pool_fn fn, void *ctx)
+{
+    if (s->pool)
+        pool_run(s->pool, fn, ctx);
+    else
+        fn(ctx, 0, 1);
+}
+
+/* out[t] = x[t] / rms(x[t]) * w, for nt rows of n. */
+static void rmsnorm(float *out, const float *x, const float *w, int nt, int n, float eps)
+{
+    for (int t = 0; t < nt; t++, x += n, out += n) {
+        double ss = 0;
+        for (int i = 0; i < n; i++)
+            ss += (double)x[i] * x[i];
+        float scale = (float)(1.0 / sqrt(ss / n + eps));
+        for (int i = 0; i < n; i++)
+            out[i] = x[i] * scale * w[i];
+    }
+}
+
+/* A matmul group: up to three weight matrices sharing one input, e.g. Q/K/V or gate/up.
+ * out[j][t * rows_j + r] = dot(W_j row r, in[t]) + bias_j[r]. */
+typedef struct matmul_job {
+    model_session *s;
+    int nt;                       /* tokens */
+    const float *in;              /* [nt][k] */
+    int k;
+    int n_mats;
+    const gguf_tensor *w[3];      /* each [k, rows_j] */
+    const gguf_tensor *bias[3];   /* [rows_j] F32 or NULL */
+    float *out[3];                /* [nt][rows_j] */
+    bool quantize_needed[ACT_KINDS];
+} matmul_job;
+
+static void matmul_quantize_worker(void *ctx, int ith, int nth)
+{
+    matmul_job *j = ctx;
+    model_session *s = j->s;
+    int t0, t1;
+    pool_split(j->nt, ith, nth, 1, &t0, &t1);
+    for (int kind = 0; kind < ACT_KINDS; kind++)
+        if (j->quantize_needed[kind])
+            for (int t = t0; t < t1; t++)
+                s->k->quantize[act_kind_type[kind]](j->in + (size_t)t * j->k, s->act[kind] + t * s->act_stride[kind], j->k);
+}
+
+static void matmul_dot_worker(void *ctx, int ith, int nth)
+{
+    matmul_job *j = ctx;
+    model_session *s = j->s;
+    int total = 0;
+    for (int m = 0; m < j->n_mats; m++)
+        total += (int)j->w[m]->ne[1];
+    int r0, r1;
+    pool_split(total, ith, nth, ROW_ALIGN, &r0, &r1);
+    int base = 0; /* first row of matrix m in the group's row numbering */
+    for (int m = 0; m < j->n_mats; m++) {
+        const gguf_tensor *w = j->w[m];
+        int rows = (int)w->ne[1];
+        int lo = r0 > base ? r0 - base : 0, hi = r1 - base < rows ? r1 - base : rows;
+        base += rows;
+        if (lo >= hi)
+            continue;
+        kern_dot_fn dot = s->k->dot[w->type];
+        size_t row_bytes = qt_row_bytes((qt_type)w->type, j->k);
+        int kind = act_kind_of((qt_type)w->type);
+        const uint8_t *act = kind >= 0 ? s->act[kind] : (const uint8_t *)j->in;
+        size_t act_stride = kind >= 0 ? s->act_stride[kind] : (size_t)j->k * sizeof(float);
+        const float *bias = j->bias[m] ? j->bias[m]->data : NULL;
+        float *out = j->out[m];
+        for (int r = lo; r < hi; r++) {
+            const uint8_t *wrow = (const uint8_t *)w->data + (size_t)r * row_bytes;
+            float b = bias ? bias[r] : 0.0f;
+            for (int t = 0; t < j->nt; t++)
+                out[(size_t)t * rows + r] = dot(j->k, wrow, act + t * act_stride) + b;
+        }
+    }
+}
+
+/* Runs one matmul group: activations converted once per kind, then rows split over threads. */
+static void matmul(model_session *s, int nt, const float *in, int k, int n_mats, const gguf_tensor *const *w,
+                   const gguf_tensor *const *bias, float *const *out)
+{
+    matmul_job j = {.s = s, .nt = nt, .in = in, .k = k, .n_mats = n_mats};
+    bool any = false;
+    for (int m = 0; m < n_mats; m++) {
+        j.w[m] = w[m];
+        j.bias[m] = bias ? bias[m] : NULL;
+        j.out[m] = out[m];
+        int kind = act_kind_of((qt_type)w[m]->type);
+        if (kind >= 0)
+            any = j.quantize_needed[kind] = true;
+    }
+    if (any) {
+        if (nt == 1)
+            matmul_quantize_worker(&j, 0, 1); /* one row: not worth waking the pool */
+        else
+            run(s, matmul_quantize_worker, &j);
+    }
+    run(s, matmul_dot_worker, &j);
+}
+
+static void matmul1(model_session *s, int nt, const float *in, int k, const gguf_tensor *w, float *out)
+{
+    matmul(s, nt, in, k, 1, &w, NULL, &out);
+}
+
+/* Fills rope_cs with cos/sin of every (token, pair) angle of the chunk starting at pos0. */
+static void rope_tables(model_session *s, int nt, int32_t pos0)
+{
+    int half = s->m->hp.n_rot / 2;
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)(pos0 + t) * s->inv_freq[i];
+            s->rope_cs[(t * half + i) * 2] = (float)cos(a);
+            s->rope_cs[(t * half + i) * 2 + 1] = (float)sin(a);
+        }
+}
+
+/* Rotates the first n_rot dims of each of n_heads heads of vec (token t of the chunk). */
+static void rope_apply(const model_session *s, float *vec, int n_heads, int t)
+{
+    const model_hparams *hp = &s->m->hp;
+    int half = hp->n_rot / 2;
+    const float *cs = s->rope_cs + (size_t)t * half * 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * hp->head_dim;
+        for (int i = 0; i < half; i++) {
+            /* neox pairs dim i with i + half; the original layout pairs 2i with 2i+1 */
+            int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
+            float c = cs[2 * i], sn = cs[2 * i + 1], x0 = v[a], x1 = v[b];
+            v[a] = x0 * c - x1 * sn;
+            v[b] = x0 * sn + x1 * c;
+        }
+    }
+}
+
+static uint8_t *cache_row(const model_session *s, uint8_t *cache, int layer_i, int32_t pos)
+{
+    return cache + (((size_t)layer_i * s->n_ctx + pos) * s->kv_dim) * s->kv_elem;
+}
+
+static void cache_store(model_session *s, uint8_t *dst, const float *src)
+{
+    if (s->kv_type == QT_F16)
+        s->k->f32_to_f16(s->kv_dim, src, (qt_f16 *)dst);
+    else
+        memcpy(dst, src, (size_t)s->kv_dim * sizeof(float));
+}
+
+typedef struct attn_job {
+    model_session *s;
+    int layer_i;
+    int nt;
+    int32_t pos0;
+    float *out;   /* [nt][q_dim] */
+} attn_job;
+
+/* Causal attention of every (token, head) pair of the chunk, split over threads. */
+static void attn_worker(void *ctx, int ith, int nth)
+{
+    attn_job *j = ctx;
+    model_session *s = j->s;
+    const model_hparams *hp = &s->m->hp;
+    int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+    int q_dim = hp->n_head * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *att = s->scores + (size_t)ith * s->n_ctx;
+    kern_dot_fn dot = s->k->dot[s->kv_type];
+    int i0, i1;
+    pool_split(j->nt * hp->n_head, ith, nth, 1, &i0, &i1);
+    for (int item = i0; item < i1; item++) {
+        int t = item / hp->n_head, h = item % hp->n_head, g = h / group;
+        int32_t n_keys = j->pos0 + t + 1;
+        const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
+        float max = -INFINITY;
+        for (int32_t p = 0; p < n_keys; p++) {
+            const uint8_t *krow = cache_row(s, s->k_cache, j->layer_i, p) + (size_t)g * hd * s->kv_elem;
+            att[p] = dot(hd, krow, q) * scale;
+            if (att[p] > max)
+                max = att[p];
+        }
+        float sum = 0;
+        for (int32_t p = 0; p < n_keys; p++) {
+            att[p] = expf(att[p] - max);
+            sum += att[p];
+        }
+        float *o = j->out + (size_t)t * q_dim + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof *o);
+        for (int32_t p = 0; p < n_keys; p++) {
+            const uint8_t *vrow = cache_row(s, s->v_cache, j->layer_i, p) + (size_t)g * hd * s->kv_elem;
+            float a = att[p] / sum;
+            if (s->kv_type == QT_F16) {
+                s->k->axpy_f16(hd, a, (const qt_f16 *)vrow, o);
+            } else {
+                const float *v = (const float *)vrow;
+                for (int d = 0; d < hd; d++)
+                    o[d] += a * v[d];
+            }
+        }
+    }
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* One chunk of nt tokens at positions pos0.. through every layer. Leaves the final hidden
+ * states (before output_norm) in s->x. */
+static void forward_layers(model_session *s, const int32_t *tokens, int nt, int32_t pos0)
+{
+    const model *m = s->m;
+    const model_hparams *hp = &m->hp;
+    int E = hp->n_embd, q_dim = hp->n_head * hp->head_dim, F = hp->n_ff;
+    size_t embd_row = qt_row_bytes((qt_type)m->tok_embd->type, E);
+    for (int t = 0; t < nt; t++)
+        qt_dequantize_row((qt_type)m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[t] * embd_row,
+                          s->x + (size_t)t * E, E);
+    rope_tables(s, nt, pos0);
+    for (int l = 0; l < hp->n_layer; l++) {
+        const layer *L = &m->layers[l];
+        rmsnorm(s->xb, s->x, L->attn_norm->data, nt, E, hp->rms_eps);
+        const gguf_tensor *qkv[3] = {L->wq, L->wk, L->wv}, *qkv_bias[3] = {L->bq, L->bk, L->bv};
+        float *qkv_out[3] = {s->q, s->kx, s->vx};
+        matmul(s, nt, s->xb, E, 3, qkv, qkv_bias, qkv_out);
+        for (int t = 0; t < nt; t++) {
+            rope_apply(s, s->q + (size_t)t * q_dim, hp->n_head, t);
+            rope_apply(s, s->kx + (size_t)t * s->kv_dim, hp->n_head_kv, t);
+            cache_store(s, cache_row(s, s->k_cache, l, pos0 + t), s->kx + (size_t)t * s->kv_dim);
+            cache_store(s, cache_row(s, s->v_cache, l, pos0 + t), s->vx + (size_t)t * s->kv_dim);
+        }
+        attn_job aj = {s, l, nt, pos0, s->xb};
+        run(s, attn_worker, &aj);
+        matmul1(s, nt, s->xb, q_dim, L->wo, s->proj);
+        for (size_t i = 0; i < (size_t)nt * E; i++)
+            s->x[i] += s->proj[i];
+
+        rmsnorm(s->xb, s->x, L->ffn_norm->data, nt, E, hp->rms_eps);
+        const gguf_tensor *gate_up[2] = {L->w_gate, L->w_up};
+        float *gate_up_out[2] = {s->hb, s->hb2};
+        matmul(s, nt, s->xb, E, 2, gate_up, NULL, gate_up_out);
+        for (size_t i = 0; i < (size_t)nt * F; i++)
+            s->hb[i] = silu(s->hb[i]) * s->hb2[i];
+        matmul1(s, nt, s->hb, F, L->w_down, s->proj);
+        for (size_t i = 0; i < (size_t)nt * E; i++)
+            s->x[i] += s->proj[i];
+    }
+}
+
+/* Logits of tokens [first, nt) of the chunk into out ([nt - first][n_vocab]). */
+static void forward_logits(model_session *s, int first, int nt, float *out)
+{
+    const model *m = s->m;
+    int E = m->hp.n_embd;
+    rmsnorm(s->xb, s->x + (size_t)first * E, m->output_norm->data, nt - first, E, m->hp.rms_eps);
+    matmul1(s, nt - first, s->xb, E, m->output, out);
+}
+
+int model_session_eval(model_session *s, const int32_t *tokens, int32_t n, float *logits, bool all_logits,
+                       const atomic_bool *cancel, err_info *ei)
+{
+    const model_hparams *hp = &s->m->hp;
+    if (n <= 0)
+        return 0;
+    if (n > s->n_ctx - s->n_past)
+        return err_set(ei, -ERR_CONTEXT_FULL, "context full: %d tokens cached + %d new exceed the context length %d",
+                       s->n_past, n, s->n_ctx);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return err_set(ei, -ERR_RANGE, "token id %d at position %d is outside the vocabulary (0..%d)", tokens[i], i,
+                           hp->n_vocab - 1);
+    for (int32_t done = 0; done < n;) {
+        if (cancel && atomic_load_explicit(cancel, memory_order_relaxed))
+            return err_set(ei, -ERR_CANCELLED, "cancelled after %d of %d tokens", done, n);
+        int nt = n - done < s->n_batch ? n - done : s->n_batch;
+        forward_layers(s, tokens + done, nt, s->n_past);
+        s->n_past += nt;
+        if (logits && all_logits)
+            forward_logits(s, 0, nt, logits + (size_t)done * hp->n_vocab);
+        else if (logits && done + nt == n)
+            forward_logits(s, nt - 1, nt, logits);
+        done += nt;
+    }
+    return 0;
+}
