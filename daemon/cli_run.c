@@ -83,7 +83,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         case 'C': o->chat = true; break;
         case 'Y': o->system = optarg; break;
         case 'J': o->chat_template = optarg; break;
-        case 'h': printf("usage: edgellm run %s\n", USAGE); return 1;
+        case 'h': printf("usage: edgellm run %s\n", USAGE); return -1;
         default: return cli_usage("run", USAGE, "unknown option");
         }
     }
@@ -159,7 +159,7 @@ int cli_run(int argc, char **argv)
     run_opts o = {0};
     int rc = parse_args(argc, argv, &o);
     if (rc)
-        return rc == 1 ? 0 : rc;
+        return rc < 0 ? 0 : rc; /* -1: help was printed */
     err_info ei = {0};
     cli_engine e;
     gen_ctx *g = NULL;

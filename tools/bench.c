@@ -1,3 +1,232 @@
-/* placeholder until the real command lands */
+/* edgellm bench — prefill and decode speed of the local engine on one model, measured the
+ * way llama-bench does (pp: N prompt tokens into an empty context in one call; tg: N
+ * single-token steps from an empty context), plus load time, resident memory, time to
+ * first token, and (with --bandwidth) the machine's read bandwidth, which bounds decode.
+ *
+ * Not a profiler: it times whole eval calls. Reports the median of the repeats with the
+ * min-max range, because these machines are noisy. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
 #include "daemon/cli.h"
-int cli_bench(int argc, char **argv) { (void)argc; (void)argv; err_info ei = {0}; return cli_fail("bench", &ei, -ERR_UNSUPPORTED); }
+#include "daemon/cli_engine.h"
+#include "engine/model.h"
+#include "engine/pool.h"
+
+#define USAGE CLI_ENGINE_USAGE " [-p N_PROMPT] [-n N_GEN] [-r REPEATS] [--json] [--bandwidth]"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Resident set size of this process in bytes (from /proc/self/statm). */
+static long long rss_bytes(void)
+{
+    long pages_total, pages_rss;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    int ok = fscanf(f, "%ld %ld", &pages_total, &pages_rss) == 2;
+    fclose(f);
+    return ok ? (long long)pages_rss * 4096 : -1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct stat3 {
+    double median, min, max;
+} stat3;
+
+static stat3 summarize(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    stat3 s = {n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, v[0], v[n - 1]};
+    return s;
+}
+
+/* ---- read-bandwidth probe: every thread sums its slice of a buffer much larger than the
+ * caches; the best of several passes is the figure (what decode can at most stream). */
+typedef struct bw_job {
+    const uint64_t *buf;
+    size_t words;
+    uint64_t sums[256];
+} bw_job;
+
+static void bw_worker(void *ctx, int ith, int nth)
+{
+    bw_job *j = ctx;
+    int b, e;
+    pool_split((int)(j->words / 1024), ith, nth, 1, &b, &e);
+    const uint64_t *p = j->buf + (size_t)b * 1024, *end = j->buf + (size_t)e * 1024;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (; p < end; p += 4) {
+        s0 += p[0];
+        s1 += p[1];
+        s2 += p[2];
+        s3 += p[3];
+    }
+    j->sums[ith] = s0 + s1 + s2 + s3;
+}
+
+static double read_bandwidth_gbs(pool *pl)
+{
+    size_t bytes = (size_t)1 << 30; /* 1 GiB: far beyond any cache */
+    bw_job j = {.words = bytes / 8};
+    uint64_t *buf = malloc(bytes);
+    if (!buf)
+        return 0;
+    memset(buf, 1, bytes);
+    j.buf = buf;
+    double best = 0;
+    for (int pass = 0; pass < 5; pass++) {
+        double t = now_s();
+        pool_run(pl, bw_worker, &j);
+        t = now_s() - t;
+        if (bytes / t / 1e9 > best)
+            best = bytes / t / 1e9;
+    }
+    free(buf);
+    return best;
+}
+
+typedef struct bench_opts {
+    cli_engine_opts engine;
+    int n_prompt, n_gen, repeats;
+    bool json, bandwidth;
+} bench_opts;
+
+static int parse_args(int argc, char **argv, bench_opts *o)
+{
+    static const struct option longopts[] = {CLI_ENGINE_LONGOPTS, {"n-prompt", required_argument, 0, 'p'},
+                                             {"n-gen", required_argument, 0, 'n'}, {"repeats", required_argument, 0, 'r'},
+                                             {"json", no_argument, 0, 'J'}, {"bandwidth", no_argument, 0, 'W'},
+                                             {"help", no_argument, 0, 'h'}, {0}};
+    cli_engine_opts_default(&o->engine);
+    o->n_prompt = 64;
+    o->n_gen = 32;
+    o->repeats = 5;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, CLI_ENGINE_SHORTOPTS "p:n:r:", longopts, NULL)) != -1) {
+        int r = cli_engine_parse_opt(&o->engine, opt, optarg, "bench");
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        switch (opt) {
+        case 'p': o->n_prompt = atoi(optarg); break;
+        case 'n': o->n_gen = atoi(optarg); break;
+        case 'r': o->repeats = atoi(optarg); break;
+        case 'J': o->json = true; break;
+        case 'W': o->bandwidth = true; break;
+        case 'h': printf("usage: edgellm bench %s\n", USAGE); return -1;
+        default: return cli_usage("bench", USAGE, "unknown option");
+        }
+    }
+    if (!o->engine.model_path)
+        return cli_usage("bench", USAGE, "-m is required");
+    if (o->n_prompt < 1 || o->n_gen < 1 || o->repeats < 1 || o->repeats > 1000)
+        return cli_usage("bench", USAGE, "-p, -n and -r must be positive");
+    if (o->engine.n_ctx <= 0)
+        o->engine.n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
+    if (o->engine.n_batch <= 0)
+        o->engine.n_batch = o->n_prompt; /* one call, like llama-bench's default batch */
+    return 0;
+}
+
+int cli_bench(int argc, char **argv)
+{
+    bench_opts o = {0};
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? 0 : rc; /* -1: help was printed */
+    err_info ei = {0};
+    cli_engine e;
+    double t_load = now_s();
+    if ((rc = cli_engine_open(&e, &o.engine, &ei)))
+        return cli_fail("bench", &ei, rc);
+    t_load = now_s() - t_load;
+    const model_hparams *hp = model_hparams_of(e.m);
+    int32_t *toks = malloc((size_t)(o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen) * sizeof *toks);
+    float *logits = malloc((size_t)hp->n_vocab * sizeof *logits);
+    double *pp = malloc((size_t)o.repeats * sizeof *pp), *tg = malloc((size_t)o.repeats * sizeof *tg),
+           *ttft = malloc((size_t)o.repeats * sizeof *ttft);
+    if (!toks || !logits || !pp || !tg || !ttft) {
+        rc = err_set(&ei, -ENOMEM, "out of memory");
+        goto done;
+    }
+    srand(1234);
+    for (int i = 0; i < (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen); i++)
+        toks[i] = rand() % hp->n_vocab;
+    /* warm-up: fault the weights in and let the CPU clock settle */
+    if ((rc = model_session_eval(e.s, toks, o.n_prompt, logits, false, NULL, &ei)))
+        goto done;
+    for (int r = 0; r < o.repeats && !rc; r++) {
+        model_session_rewind(e.s, 0);
+        double t = now_s();
+        rc = model_session_eval(e.s, toks, o.n_prompt, logits, false, NULL, &ei);
+        pp[r] = o.n_prompt / (now_s() - t);
+        ttft[r] = (now_s() - t) * 1e3; /* prefill ends with the first token's logits */
+        model_session_rewind(e.s, 0);
+        t = now_s();
+        for (int i = 0; i < o.n_gen && !rc; i++)
+            rc = model_session_eval(e.s, &toks[i], 1, logits, false, NULL, &ei);
+        tg[r] = o.n_gen / (now_s() - t);
+    }
+    if (rc)
+        goto done;
+    stat3 spp = summarize(pp, o.repeats), stg = summarize(tg, o.repeats), sft = summarize(ttft, o.repeats);
+    double bw = o.bandwidth ? read_bandwidth_gbs(e.pool) : 0;
+    double model_gb = model_weight_bytes(e.m) / 1e9;
+    long long rss = rss_bytes();
+    const char *kern_name = getenv("EDGELLM_KERNEL");
+    if (!kern_name) {
+        const kern_ops *k;
+        kern_select(NULL, &k, NULL);
+        kern_name = k->name;
+    }
+    if (o.json) {
+        printf("{\"model\":\"%s\",\"type\":\"%s\",\"weights_mib\":%.1f,\"threads\":%d,\"kernel\":\"%s\","
+               "\"n_prompt\":%d,\"n_gen\":%d,\"repeats\":%d,"
+               "\"pp_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
+               "\"tg_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
+               "\"ttft_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
+               "\"load_s\":%.4f,\"rss_mib\":%.1f",
+               o.engine.model_path, qt_name(model_main_type(e.m)), model_weight_bytes(e.m) / 1048576.0,
+               pool_size(e.pool), kern_name, o.n_prompt, o.n_gen, o.repeats, spp.median, spp.min, spp.max,
+               stg.median, stg.min, stg.max, sft.median, sft.min, sft.max, t_load, rss / 1048576.0);
+        if (o.bandwidth)
+            printf(",\"read_gbs\":%.2f,\"tg_ceiling_tps\":%.2f", bw, bw / model_gb);
+        printf("}\n");
+    } else {
+        printf("model %s: %s, %.1f MiB of weights, %d threads, kernel %s\n", o.engine.model_path,
+               qt_name(model_main_type(e.m)), model_weight_bytes(e.m) / 1048576.0, pool_size(e.pool), kern_name);
+        printf("pp%-4d %8.2f t/s (min %.2f, max %.2f)\n", o.n_prompt, spp.median, spp.min, spp.max);
+        printf("tg%-4d %8.2f t/s (min %.2f, max %.2f)\n", o.n_gen, stg.median, stg.min, stg.max);
+        printf("time to first token (%d-token prompt): %.1f ms (min %.1f, max %.1f)\n", o.n_prompt, sft.median,
+               sft.min, sft.max);
+        printf("load %.3f s, RSS %.1f MiB\n", t_load, rss / 1048576.0);
+        if (o.bandwidth)
+            printf("read bandwidth %.1f GB/s -> decode ceiling %.1f t/s (%.0f%% reached)\n", bw, bw / model_gb,
+                   100.0 * stg.median / (bw / model_gb));
+    }
+done:
+    free(toks);
+    free(logits);
+    free(pp);
+    free(tg);
+    free(ttft);
+    cli_engine_close(&e);
+    return rc ? cli_fail("bench", &ei, rc) : 0;
+}
