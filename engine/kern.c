@@ -32,17 +32,46 @@ typedef struct variant {
 static bool always(void) { return true; }
 
 #if defined(__x86_64__)
+#include <cpuid.h>
+
+/* CPUID feature bits, masked by what the OS saves on context switch (XCR0): a CPU with
+ * AVX-512 under an OS that does not preserve ZMM state must not use it. */
+typedef struct x86_features {
+    bool avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
+} x86_features;
+
+static x86_features x86_detect(void)
+{
+    x86_features f = {0};
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX))
+        return f;
+    uint32_t xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    bool ymm_saved = (xcr0_lo & 0x6) == 0x6, zmm_saved = (xcr0_lo & 0xe6) == 0xe6;
+    f.fma = ymm_saved && (c & bit_FMA);
+    f.f16c = ymm_saved && (c & bit_F16C);
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return f;
+    f.avx2 = ymm_saved && (b & bit_AVX2);
+    f.avx512f = zmm_saved && (b & bit_AVX512F);
+    f.avx512bw = zmm_saved && (b & bit_AVX512BW);
+    f.avx512vl = zmm_saved && (b & bit_AVX512VL);
+    f.avx512dq = zmm_saved && (b & bit_AVX512DQ);
+    f.avx512vnni = zmm_saved && (c & bit_AVX512VNNI);
+    return f;
+}
+
 static bool has_avx2(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    x86_features f = x86_detect();
+    return f.avx2 && f.fma && f.f16c;
 }
+
 static bool has_avx512(void)
 {
-    __builtin_cpu_init();
-    return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni");
+    x86_features f = x86_detect();
+    return has_avx2() && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni;
 }
 #endif
 #if defined(__aarch64__)
