@@ -50,7 +50,7 @@ PROGS := $(BUILD)/edgellm $(if $(wildcard daemon/edgellmd_main.c),$(BUILD)/edgel
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 
-.PHONY: all deps run test check-unit check-integration asan bench clean install uninstall help
+.PHONY: all deps print-deb-pkgs run test check-unit check-integration asan bench clean install uninstall help
 all: $(PROGS)
 
 help:
@@ -88,6 +88,9 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(LIBS)
 # Debian/Ubuntu packages the build and tests need; installed only when missing.
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libsqlite3-dev \
             check libpcre2-dev libcurl4-openssl-dev curl python3
+print-deb-pkgs:
+	@echo $(DEB_PKGS)
+
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
