@@ -101,7 +101,7 @@ deps:
 	@# pkg-config answers feed the variables above: re-run make so they are read after an install
 	@pkg-config --exists $(PKGS) check || { echo "pkg-config cannot find: $(PKGS) check" >&2; exit 1; }
 
-$(BUILD)/demo.gguf: | $(BUILD)/edgellm
+$(BUILD)/demo.gguf: $(BUILD)/edgellm
 	$(BUILD)/edgellm mkmodel --shape demo --type Q8_0 -o $@
 
 run: deps

@@ -186,6 +186,53 @@ static void key_for_msg(gguf_str s, char *buf, size_t cap)
 
 static bool str_same(gguf_str a, gguf_str b) { return a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0; }
 
+typedef struct named {
+    gguf_str name;
+    size_t index;
+} named;
+
+static int cmp_named(const void *a, const void *b)
+{
+    const named *x = a, *y = b;
+    if (x->name.len != y->name.len)
+        return x->name.len < y->name.len ? -1 : 1;
+    int c = memcmp(x->name.ptr, y->name.ptr, x->name.len);
+    return c ? c : (x->index < y->index ? -1 : x->index > y->index);
+}
+
+/* Refuses two equal names among n entries (`what` is "metadata key" or "tensor"). Sorting
+ * keeps this O(n log n): a crafted file with a million tiny keys must not take minutes. */
+static int check_unique(named *names, size_t n, const char *what, err_info *ei)
+{
+    qsort(names, n, sizeof *names, cmp_named);
+    for (size_t i = 1; i < n; i++)
+        if (str_same(names[i - 1].name, names[i].name)) {
+            char key[64];
+            key_for_msg(names[i].name, key, sizeof key);
+            return err_set(ei, -ERR_FORMAT, "%s '%s' appears twice (entries %zu and %zu)", what, key,
+                           names[i - 1].index, names[i].index);
+        }
+    return 0;
+}
+
+/* Both tables: keys and tensor names must each be unique. */
+static int check_names_unique(const gguf *g, err_info *ei)
+{
+    size_t n = g->n_kv > g->n_tensors ? g->n_kv : g->n_tensors;
+    named *names = malloc((n ? n : 1) * sizeof *names);
+    if (!names)
+        return err_set(ei, -ENOMEM, "out of memory checking %zu names", n);
+    for (size_t i = 0; i < g->n_kv; i++)
+        names[i] = (named){g->kv[i].key, i};
+    int rc = check_unique(names, g->n_kv, "metadata key", ei);
+    for (size_t i = 0; !rc && i < g->n_tensors; i++)
+        names[i] = (named){g->tensors[i].name, i};
+    if (!rc)
+        rc = check_unique(names, g->n_tensors, "tensor", ei);
+    free(names);
+    return rc;
+}
+
 static int parse_kv(gguf *g, cursor *c)
 {
     for (size_t i = 0; i < g->n_kv; i++) {
@@ -211,9 +258,6 @@ static int parse_kv(gguf *g, cursor *c)
             rc = take_scalar(c, kv->type, kv, what);
         if (rc)
             return rc;
-        for (size_t j = 0; j < i; j++)
-            if (str_same(g->kv[j].key, kv->key))
-                return err_set(c->ei, -ERR_FORMAT, "%s appears twice (entries %zu and %zu)", what, j, i);
     }
     return 0;
 }
@@ -274,15 +318,13 @@ static int parse_tensor_infos(gguf *g, cursor *c)
         if (t->ne[0] % tr->block_elems)
             return err_set(c->ei, -ERR_FORMAT, "%s: row length %llu is not a multiple of the %s block size %u",
                            what, (unsigned long long)t->ne[0], tr->name, tr->block_elems);
-        uint64_t rows = nelems / t->ne[0];
-        if (__builtin_mul_overflow(rows, (t->ne[0] / tr->block_elems) * (uint64_t)tr->block_bytes, &t->nbytes))
+        uint64_t rows = nelems / t->ne[0], row_bytes;
+        if (__builtin_mul_overflow(t->ne[0] / tr->block_elems, (uint64_t)tr->block_bytes, &row_bytes) ||
+            __builtin_mul_overflow(rows, row_bytes, &t->nbytes))
             return err_set(c->ei, -ERR_FORMAT, "%s: byte size overflows", what);
         if (t->offset % g->alignment)
             return err_set(c->ei, -ERR_FORMAT, "%s: data offset %llu is not a multiple of the alignment %u", what,
                            (unsigned long long)t->offset, g->alignment);
-        for (size_t j = 0; j < i; j++)
-            if (str_same(g->tensors[j].name, t->name))
-                return err_set(c->ei, -ERR_FORMAT, "%s appears twice (tensors %zu and %zu)", what, j, i);
     }
     return 0;
 }
@@ -370,7 +412,8 @@ static int parse(gguf *g, err_info *ei)
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
     if (!g->kv || !g->tensors)
         return err_set(ei, -ENOMEM, "out of memory for %zu metadata entries and %zu tensors", g->n_kv, g->n_tensors);
-    if ((rc = parse_kv(g, &c)) || (rc = read_alignment(g, ei)) || (rc = parse_tensor_infos(g, &c)))
+    if ((rc = parse_kv(g, &c)) || (rc = read_alignment(g, ei)) || (rc = parse_tensor_infos(g, &c)) ||
+        (rc = check_names_unique(g, ei)))
         return rc;
     uint64_t hdr = cur_offset(&c);
     g->data_offset = (hdr + g->alignment - 1) / g->alignment * g->alignment;
