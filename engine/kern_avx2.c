@@ -1,4 +1,261 @@
-/* kern_avx2 — AVX2 kernels (placeholder table: every entry falls back to ref until filled). */
-#include "kern.h"
+/* kern_avx2 — AVX2 (+FMA, F16C) kernels: the row dot product of every supported weight
+ * type, plus the shared x86 quantizers and f16 helpers (kern_x86.h).
+ *
+ * Integer parts are exact: 32 weight levels times 32 activation levels go through
+ * maddubs (u8 x s8 -> pairs summed in s16) and madd (-> s32). maddubs wants its first
+ * operand unsigned: the 4/5/6-bit formats store levels = weight + offset, so the offset's
+ * share comes back out through y sums (Q8_K's bsums, or a second maddubs); Q8_0's signed
+ * weights give their sign to the activation instead (|w| · sign(w)·y). That is exact
+ * because activations come from the quantize entries, whose levels lie in [-127, 127]
+ * (negating one never overflows, and |pair| <= 2·128·127 fits in s16).
+ * Each block's integer sum is scaled in float and accumulated in 8-lane FMA registers.
+ * Not here: choosing this table (kern.c) or the definition of each result (kern_ref.c). */
+#include "kern_x86.h"
 
-const kern_ops kern_ops_avx2 = {.name = "avx2"};
+#include <stdbool.h>
+#include <stddef.h>
+
+/* ---- float weights: F32, F16, BF16 ------------------------------------- */
+
+typedef __m256 (*load8_fn)(const void *w, int i); /* weights i..i+7 as floats */
+
+KX_INLINE __m256 load8_f32(const void *w, int i) { return _mm256_loadu_ps((const float *)w + i); }
+
+KX_INLINE __m256 load8_f16(const void *w, int i)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const qt_f16 *)w + i)));
+}
+
+KX_INLINE __m256 load8_bf16(const void *w, int i)
+{
+    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const qt_bf16 *)w + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)); /* bf16 is the top half of an f32 */
+}
+
+KX_INLINE float dot_floats(int n, const void *w, const float *x, load8_fn load, size_t elem_bytes)
+{
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int i = 0;
+    for (; i + 32 <= n; i += 32)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm256_fmadd_ps(load(w, i + 8 * k), _mm256_loadu_ps(x + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8)
+        acc[0] = _mm256_fmadd_ps(load(w, i), _mm256_loadu_ps(x + i), acc[0]);
+    if (i < n) {
+        /* the last n - i < 8 elements through zero-padded copies, so one loader serves all */
+        _Alignas(32) uint8_t wt[8 * sizeof(float)] = {0};
+        float xt[8] = {0};
+        memcpy(wt, (const uint8_t *)w + (size_t)i * elem_bytes, (size_t)(n - i) * elem_bytes);
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof(float));
+        acc[1] = _mm256_fmadd_ps(load(wt, 0), _mm256_loadu_ps(xt), acc[1]);
+    }
+    return kx_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+}
+
+static float dot_f32(int n, const void *w, const void *x) { return dot_floats(n, w, x, load8_f32, sizeof(float)); }
+static float dot_f16(int n, const void *w, const void *x) { return dot_floats(n, w, x, load8_f16, sizeof(qt_f16)); }
+static float dot_bf16(int n, const void *w, const void *x) { return dot_floats(n, w, x, load8_bf16, sizeof(qt_bf16)); }
+
+/* ---- 32-weight blocks: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 --------------------- */
+
+/* 16 bytes of nibbles as 32 levels in element order: low nibbles are elements 0-15. */
+KX_INLINE __m256i nibbles32(const uint8_t *qs)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+}
+
+/* 0xFF in byte j where bit j of the little-endian 32-bit word at qh is set. */
+KX_INLINE __m256i bits32(const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i byte_of_bit = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                                 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), byte_of_bit);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* Levels of one block as bytes: unsigned (weight + the type's offset: 8 for Q4_0, 16 for
+ * Q5_0, 0 for Q4_1/Q5_1) or, for Q8_0, the signed weights themselves. */
+typedef __m256i (*levels32_fn)(const void *block);
+
+/* nibble | fifth bit << 4 */
+KX_INLINE __m256i five_bit_levels(const uint8_t *qh, const uint8_t *qs)
+{
+    return _mm256_or_si256(nibbles32(qs), _mm256_and_si256(bits32(qh), _mm256_set1_epi8(0x10)));
+}
+
+KX_INLINE __m256i levels_q4_0(const void *b) { return nibbles32(((const qt_block_q4_0 *)b)->qs); }
+KX_INLINE __m256i levels_q4_1(const void *b) { return nibbles32(((const qt_block_q4_1 *)b)->qs); }
+KX_INLINE __m256i levels_q5_0(const void *b)
+{
+    return five_bit_levels(((const qt_block_q5_0 *)b)->qh, ((const qt_block_q5_0 *)b)->qs);
+}
+KX_INLINE __m256i levels_q5_1(const void *b)
+{
+    return five_bit_levels(((const qt_block_q5_1 *)b)->qh, ((const qt_block_q5_1 *)b)->qs);
+}
+KX_INLINE __m256i levels_q8_0(const void *b)
+{
+    return _mm256_loadu_si256((const __m256i *)((const qt_block_q8_0 *)b)->qs);
+}
+
+/* Σ (levels[j] - offset)·y[j] of 32 byte pairs into 8 int32 lanes; offset < 0: the levels
+ * are signed weights. Unsigned levels (< 32) go straight into maddubs, the offset's share
+ * subtracted as offset·y pairs (both pair sums and their difference fit in s16). Signed
+ * weights give their sign to y so maddubs gets |w| (a -128 weight becomes 128: still exact). */
+KX_INLINE __m256i dot32(__m256i levels, __m256i y, int offset)
+{
+    __m256i pairs;
+    if (offset < 0)
+        pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(levels, levels), _mm256_sign_epi8(y, levels));
+    else if (offset > 0)
+        pairs =
+            _mm256_sub_epi16(_mm256_maddubs_epi16(levels, y), _mm256_maddubs_epi16(_mm256_set1_epi8((char)offset), y));
+    else
+        pairs = _mm256_maddubs_epi16(levels, y);
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+/* Σ weights·y of one block, in 8 lanes, as floats (exact: |partial| < 2^24). */
+KX_INLINE __m256 block_sums(const uint8_t *wb, const uint8_t *xb, levels32_fn levels, int offset, bool has_min)
+{
+    const size_t xqs = has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
+    return _mm256_cvtepi32_ps(dot32(levels(wb), _mm256_loadu_si256((const __m256i *)(xb + xqs)), offset));
+}
+
+/* Every 32-weight type starts with its f16 scale d; the affine ones (has_min) follow it with
+ * the f16 min m and take Q8_1 activations, whose s = d·Σqs supplies m's share: m·s. */
+KX_INLINE float dot_q32(int n, const void *w, const void *x, size_t block_bytes, levels32_fn levels, int offset,
+                        bool has_min)
+{
+    const size_t xbytes = has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
+    const uint8_t *wb = w, *xb = x;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 acc_min = _mm_setzero_ps();
+    int nb = n / 32, i = 0;
+    /* four blocks per step, their scales converted together, into two FMA chains */
+    for (; i + 4 <= nb; i += 4, wb += 4 * block_bytes, xb += 4 * xbytes) {
+        const __m256 d = _mm256_castps128_ps256(kx_scale_products4(wb, block_bytes, xb, xbytes));
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            acc[k & 1] = _mm256_fmadd_ps(block_sums(wb + k * block_bytes, xb + k * xbytes, levels, offset, has_min),
+                                         _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(k)), acc[k & 1]);
+        if (has_min)
+            acc_min = _mm_add_ps(acc_min, kx_scale_products4(wb + 2, block_bytes, xb + 2, xbytes));
+    }
+    for (; i < nb; i++, wb += block_bytes, xb += xbytes) { /* the last 0-3 blocks one by one */
+        const qt_f16 *wh = (const qt_f16 *)wb, *xh = (const qt_f16 *)xb;
+        acc[0] = _mm256_fmadd_ps(block_sums(wb, xb, levels, offset, has_min),
+                                 _mm256_set1_ps(kx_f16(wh[0]) * kx_f16(xh[0])), acc[0]);
+        if (has_min)
+            acc_min = _mm_add_ss(acc_min, _mm_set_ss(kx_f16(wh[1]) * kx_f16(xh[1])));
+    }
+    return kx_hsum_ps(
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_insertf128_ps(_mm256_setzero_ps(), acc_min, 0)));
+}
+
+KX_DOT_Q32(q4_0, 8, false)
+KX_DOT_Q32(q4_1, 0, true)
+KX_DOT_Q32(q5_0, 16, false)
+KX_DOT_Q32(q5_1, 0, true)
+KX_DOT_Q32(q8_0, -1, false)
+
+/* ---- K types: Q4_K, Q5_K, Q6_K (256 weights, Q8_K activations) ---------- */
+
+/* int16 element j (0..7) of v's low 128-bit lane in all of that lane, element k of the high
+ * lane in all of that one. */
+KX_INLINE __m256i splat16(__m256i v, int j, int k)
+{
+    return _mm256_shuffle_epi8(v, _mm256_setr_m128i(_mm_set1_epi16((short)(0x0202 * j + 0x0100)),
+                                                    _mm_set1_epi16((short)(0x0202 * k + 0x0100))));
+}
+
+/* Q4_K and Q5_K share d, dmin and scales; Q5_K adds qh (fifth bit of weight l of sub-block j
+ * is bit j of qh[l]). Each 64 weights are 32 bytes of qs: low nibbles sub-block 2c, high 2c+1.
+ * Result: d·Σ_j sc_j (levels·y) - dmin·Σ_j m_j (y sums), the mins' sums from bsums. */
+KX_INLINE float dot_k_affine(int n, const uint8_t *w, const qt_block_q8_k *b, bool five_bit)
+{
+    const size_t block_bytes = five_bit ? sizeof(qt_block_q5_k) : sizeof(qt_block_q4_k);
+    const size_t qs_off = five_bit ? offsetof(qt_block_q5_k, qs) : offsetof(qt_block_q4_k, qs);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++, w += block_bytes) {
+        const qt_block_q4_k *hdr = (const qt_block_q4_k *)w;
+        const __m128i sm = kx_k_scales(hdr->scales);
+        const __m256i min_sums = kx_k_min_products(sm, b[i].bsums);
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* sc_j as int16, both lanes */
+        __m256i qh =
+            five_bit ? _mm256_loadu_si256((const __m256i *)((const qt_block_q5_k *)w)->qh) : _mm256_setzero_si256();
+        __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w + qs_off + 32 * c));
+            __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            if (five_bit) { /* bits 2c and 2c+1 of qh, moved to bit 4; shifting 16-bit words only
+                             * pulls foreign bits into the top, never into bits 0-1 read here */
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(1)), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(2)), 3));
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+            const int8_t *y = b[i].qs + 64 * c;
+            __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)y));
+            __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 32)));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, splat16(scales, 2 * c, 2 * c)));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, splat16(scales, 2 * c + 1, 2 * c + 1)));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(kx_f16(hdr->d) * b[i].d), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(min_sums), _mm256_set1_ps(-kx_f16(hdr->dmin) * b[i].d), acc);
+    }
+    return kx_hsum_ps(acc);
+}
+
+static float dot_q4_k(int n, const void *w, const void *x) { return dot_k_affine(n, w, x, false); }
+static float dot_q5_k(int n, const void *w, const void *x) { return dot_k_affine(n, w, x, true); }
+
+/* Q6_K: levels u in 0..63 stand for u - 32, so Σ sc·(u-32)·y = Σ sc·u·y - 32·Σ_k sc_k·bsums_k.
+ * Each 128 weights: ql[64], qh[32]; 32-weight chunk c takes nibbles of ql (c&1 picks the
+ * second 32 bytes, c>>1 the high nibble) and bits 2c..2c+1 of qh; chunk c of half h covers
+ * sub-blocks 8h+2c (first 16, low lane) and 8h+2c+1 (high lane). */
+static float dot_q6_k(int n, const void *w, const void *x)
+{
+    const qt_block_q6_k *a = w;
+    const qt_block_q8_k *b = x;
+    const __m256i low4 = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(0x30);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
+        const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b[i].bsums), sc16);
+        __m256i isum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 5));
+        const uint8_t *ql = a[i].ql, *qh = a[i].qh;
+        const int8_t *y = b[i].qs;
+#pragma GCC unroll 4
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, y += 128) {
+            /* this half's eight scales in both lanes; chunk c wants 2c low, 2c+1 high */
+            const __m256i sc =
+                h ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql),
+                          l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+            const __m256i u[4] = {
+                _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), two_bits)),
+                _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), two_bits)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_and_si256(hb, two_bits)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                                _mm256_and_si256(_mm256_srli_epi16(hb, 2), two_bits)),
+            };
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                __m256i p = _mm256_maddubs_epi16(u[c], _mm256_loadu_si256((const __m256i *)(y + 32 * c)));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, splat16(sc, 2 * c, 2 * c + 1)));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(kx_f16(a[i].d) * b[i].d), acc);
+    }
+    return kx_hsum_ps(acc);
+}
+
+KX_KERN_OPS(avx2);

@@ -1,4 +1,272 @@
-/* kern_avx512 — AVX512 kernels (placeholder table: every entry falls back to ref until filled). */
-#include "kern.h"
+/* kern_avx512 — AVX-512 (F, BW, VL, DQ) + VNNI kernels: the row dot products at 512 bits,
+ * plus the shared x86 quantizers and f16 helpers (kern_x86.h), whose O(n) cost gains
+ * nothing from wider registers.
+ *
+ * 32-weight block types go two blocks per register. VNNI's vpdpbusd sums four u8 x s8
+ * products straight into int32 lanes without the s16 saturation of maddubs, so weights are
+ * taken as unsigned levels u = w + offset and the offset comes back out exactly:
+ * Σ w·y = Σ u·y - offset·Σ y. K types multiply pair sums (maddubs, |pair| < 2^15) by their
+ * sub-block scales with vpdpwssd. Float parts as in kern_avx2.c.
+ * Not here: choosing this table (kern.c) or the definition of each result (kern_ref.c). */
+#include "kern_x86.h"
 
-const kern_ops kern_ops_avx512 = {.name = "avx512"};
+#include <stdbool.h>
+#include <stddef.h>
+
+/* ---- float weights: F32, F16, BF16 ------------------------------------- */
+
+typedef __m512 (*load16_fn)(const void *w, int i, __mmask16 keep); /* weights i..i+15, 0 where !keep */
+
+KX_INLINE __m512 load16_f32(const void *w, int i, __mmask16 keep)
+{
+    return _mm512_maskz_loadu_ps(keep, (const float *)w + i);
+}
+
+KX_INLINE __m512 load16_f16(const void *w, int i, __mmask16 keep)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(keep, (const qt_f16 *)w + i));
+}
+
+KX_INLINE __m512 load16_bf16(const void *w, int i, __mmask16 keep)
+{
+    __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(keep, (const qt_bf16 *)w + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)); /* bf16 is the top half of an f32 */
+}
+
+KX_INLINE float dot_floats(int n, const void *w, const float *x, load16_fn load)
+{
+    const __mmask16 all = 0xFFFF;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int i = 0;
+    for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm512_fmadd_ps(load(w, i + 16 * k, all), _mm512_loadu_ps(x + i + 16 * k), acc[k]);
+    for (; i + 16 <= n; i += 16)
+        acc[0] = _mm512_fmadd_ps(load(w, i, all), _mm512_loadu_ps(x + i), acc[0]);
+    if (i < n) { /* masked loads read nothing past the row */
+        const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        acc[1] = _mm512_fmadd_ps(load(w, i, tail), _mm512_maskz_loadu_ps(tail, x + i), acc[1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+static float dot_f32(int n, const void *w, const void *x) { return dot_floats(n, w, x, load16_f32); }
+static float dot_f16(int n, const void *w, const void *x) { return dot_floats(n, w, x, load16_f16); }
+static float dot_bf16(int n, const void *w, const void *x) { return dot_floats(n, w, x, load16_bf16); }
+
+/* ---- 32-weight blocks: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 --------------------- */
+
+/* The nibbles of blocks a and b as 64 levels in element order: [a lo, a hi, b lo, b hi]. */
+KX_INLINE __m512i nibbles64(const uint8_t *qa, const uint8_t *qb)
+{
+    __m512i z =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qa))),
+                           _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qb)), 1);
+    z = _mm512_mask_srli_epi16(z, 0xFF00FF00u, z, 4); /* 128-bit lanes 1 and 3: high nibbles */
+    return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+}
+
+/* Fifth bits of blocks a and b (qh: one little-endian 32-bit word each) as a byte mask. */
+KX_INLINE __mmask64 bits64(const uint8_t *qha, const uint8_t *qhb)
+{
+    uint32_t a, b;
+    memcpy(&a, qha, 4);
+    memcpy(&b, qhb, 4);
+    return (__mmask64)a | (__mmask64)b << 32;
+}
+
+/* Unsigned levels of two blocks of one type (each level = weight + the type's offset). */
+typedef __m512i (*levels64_fn)(const uint8_t *a, const uint8_t *b);
+
+KX_INLINE __m512i levels_q4_0(const uint8_t *a, const uint8_t *b)
+{
+    return nibbles64(((const qt_block_q4_0 *)a)->qs, ((const qt_block_q4_0 *)b)->qs);
+}
+
+KX_INLINE __m512i levels_q4_1(const uint8_t *a, const uint8_t *b)
+{
+    return nibbles64(((const qt_block_q4_1 *)a)->qs, ((const qt_block_q4_1 *)b)->qs);
+}
+
+KX_INLINE __m512i levels_q5_0(const uint8_t *a, const uint8_t *b)
+{
+    const qt_block_q5_0 *qa = (const void *)a, *qb = (const void *)b;
+    __m512i u = nibbles64(qa->qs, qb->qs);
+    return _mm512_mask_add_epi8(u, bits64(qa->qh, qb->qh), u, _mm512_set1_epi8(16));
+}
+
+KX_INLINE __m512i levels_q5_1(const uint8_t *a, const uint8_t *b)
+{
+    const qt_block_q5_1 *qa = (const void *)a, *qb = (const void *)b;
+    __m512i u = nibbles64(qa->qs, qb->qs);
+    return _mm512_mask_add_epi8(u, bits64(qa->qh, qb->qh), u, _mm512_set1_epi8(16));
+}
+
+KX_INLINE __m512i levels_q8_0(const uint8_t *a, const uint8_t *b)
+{
+    __m512i v =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)((const qt_block_q8_0 *)a)->qs)),
+                           _mm256_loadu_si256((const __m256i *)((const qt_block_q8_0 *)b)->qs), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)); /* w + 128 */
+}
+
+/* Σ levels·y of blocks a and b against their activation blocks, as floats: lanes 0-7 hold
+ * block a's partial sums, 8-15 block b's (exact: |partial| < 2^24). */
+KX_INLINE __m512 pair_sums(const uint8_t *wa, const uint8_t *wb, const uint8_t *xa, const uint8_t *xb,
+                           levels64_fn levels, int offset, bool has_min)
+{
+    const size_t xqs = has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
+    const __m512i y = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(xa + xqs))),
+                                         _mm256_loadu_si256((const __m256i *)(xb + xqs)), 1);
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels(wa, wb), y);
+    if (offset)
+        s = _mm512_sub_epi32(s, _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)offset), y));
+    return _mm512_cvtepi32_ps(s);
+}
+
+/* Every 32-weight type starts with its f16 scale d; the affine ones (has_min) follow it with
+ * the f16 min m and take Q8_1 activations, whose s = d·Σqs supplies m's share: m·s. */
+KX_INLINE float dot_q32(int n, const void *w, const void *x, size_t block_bytes, levels64_fn levels, int offset,
+                        bool has_min)
+{
+    const size_t xbytes = has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
+    const uint8_t *wb = w, *xb = x;
+    const __m512i first_two = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i last_two = _mm512_add_epi32(first_two, _mm512_set1_epi32(2));
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m128 acc_min = _mm_setzero_ps();
+    int nb = n / 32, i = 0;
+    /* four blocks per step, their scales converted together, into two FMA chains */
+    for (; i + 4 <= nb; i += 4, wb += 4 * block_bytes, xb += 4 * xbytes) {
+        const __m512 d = _mm512_castps128_ps512(kx_scale_products4(wb, block_bytes, xb, xbytes));
+        acc0 = _mm512_fmadd_ps(pair_sums(wb, wb + block_bytes, xb, xb + xbytes, levels, offset, has_min),
+                               _mm512_permutexvar_ps(first_two, d), acc0);
+        acc1 = _mm512_fmadd_ps(pair_sums(wb + 2 * block_bytes, wb + 3 * block_bytes, xb + 2 * xbytes, xb + 3 * xbytes,
+                                         levels, offset, has_min),
+                               _mm512_permutexvar_ps(last_two, d), acc1);
+        if (has_min)
+            acc_min = _mm_add_ps(acc_min, kx_scale_products4(wb + 2, block_bytes, xb + 2, xbytes));
+    }
+    /* the last 0-3 blocks in pairs; an odd one is paired with itself and its twin's share dropped */
+    for (; i < nb; i += 2, wb += 2 * block_bytes, xb += 2 * xbytes) {
+        const bool pair = i + 1 < nb;
+        const uint8_t *wb2 = pair ? wb + block_bytes : wb, *xb2 = pair ? xb + xbytes : xb;
+        const qt_f16 *wh = (const qt_f16 *)wb, *xh = (const qt_f16 *)xb, *wh2 = (const qt_f16 *)wb2,
+                     *xh2 = (const qt_f16 *)xb2;
+        const float da = kx_f16(wh[0]) * kx_f16(xh[0]), db = pair ? kx_f16(wh2[0]) * kx_f16(xh2[0]) : 0.0f;
+        acc0 = _mm512_fmadd_ps(pair_sums(wb, wb2, xb, xb2, levels, offset, has_min),
+                               _mm512_insertf32x8(_mm512_set1_ps(da), _mm256_set1_ps(db), 1), acc0);
+        if (has_min)
+            acc_min = _mm_add_ps(acc_min, _mm_setr_ps(kx_f16(wh[1]) * kx_f16(xh[1]),
+                                                      pair ? kx_f16(wh2[1]) * kx_f16(xh2[1]) : 0.0f, 0, 0));
+    }
+    return _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_insertf32x4(_mm512_setzero_ps(), acc_min, 0)));
+}
+
+KX_DOT_Q32(q4_0, 8, false)
+KX_DOT_Q32(q4_1, 0, true)
+KX_DOT_Q32(q5_0, 16, false)
+KX_DOT_Q32(q5_1, 0, true)
+KX_DOT_Q32(q8_0, 128, false)
+
+/* ---- K types: Q4_K, Q5_K, Q6_K (256 weights, Q8_K activations) ---------- */
+
+/* v's int16 element j + g in every int16 lane of group g, for groups of 2^log2_size lanes
+ * (16: two sub-block scales per register; 8: four). */
+KX_INLINE __m512i spread16(__m512i v, int j, int log2_size)
+{
+    const __m512i lane = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12,
+                                          11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    return _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_srli_epi16(lane, log2_size), _mm512_set1_epi16((short)j)), v);
+}
+
+/* Float accumulator plus int32 lanes times a scale; the 8-lane ymm part goes in the low half. */
+KX_INLINE __m512 fmadd256(__m256i v, float scale, __m512 acc)
+{
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_inserti64x4(_mm512_setzero_si512(), v, 0)), _mm512_set1_ps(scale),
+                           acc);
+}
+
+/* Q4_K and Q5_K (layout in kern_avx2.c): each 64 weights are 32 bytes of qs, low nibbles
+ * sub-block 2c, high 2c+1, in one register: maddubs gives 16 pair sums per sub-block, and
+ * vpdpwssd multiplies them by [sc_2c x16, sc_2c+1 x16] into int32. Q5_K's fifth bits of
+ * chunk c are bits 2c (first 32 weights) and 2c+1 (next 32) of qh. */
+KX_INLINE float dot_k_affine(int n, const uint8_t *w, const qt_block_q8_k *b, bool five_bit)
+{
+    const size_t block_bytes = five_bit ? sizeof(qt_block_q5_k) : sizeof(qt_block_q4_k);
+    const size_t qs_off = five_bit ? offsetof(qt_block_q5_k, qs) : offsetof(qt_block_q4_k, qs);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++, w += block_bytes) {
+        const qt_block_q4_k *hdr = (const qt_block_q4_k *)w;
+        const __m128i sm = kx_k_scales(hdr->scales);
+        const __m256i min_sums = kx_k_min_products(sm, b[i].bsums);
+        const __m512i scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sm));
+        __m512i qh = _mm512_setzero_si512();
+        if (five_bit) {
+            const __m256i h = _mm256_loadu_si256((const __m256i *)((const qt_block_q5_k *)w)->qh);
+            qh = _mm512_inserti64x4(_mm512_castsi256_si512(h), h, 1);
+        }
+        __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w + qs_off + 32 * c));
+            __m512i u =
+                _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
+            if (five_bit) {
+                const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << 2 * c)),
+                                                       _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
+                u = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(qh, bit), u, _mm512_set1_epi8(16));
+            }
+            const __m512i p = _mm512_maddubs_epi16(u, _mm512_loadu_si512(b[i].qs + 64 * c));
+            isum = _mm512_dpwssd_epi32(isum, p, spread16(scales, 2 * c, 4));
+        }
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(kx_f16(hdr->d) * b[i].d), acc);
+        acc = fmadd256(min_sums, -kx_f16(hdr->dmin) * b[i].d, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+static float dot_q4_k(int n, const void *w, const void *x) { return dot_k_affine(n, w, x, false); }
+static float dot_q5_k(int n, const void *w, const void *x) { return dot_k_affine(n, w, x, true); }
+
+/* Q6_K (layout in kern_avx2.c): levels u in 0..63 stand for u - 32, the offset taken out
+ * through bsums. Each 128 weights: the 64 bytes of ql are one register; their low nibbles
+ * are weights 0-63, high nibbles 64-127; the two high bits come from qh, bits 0-1 / 2-3
+ * for weights 0-31 / 32-63 and 4-5 / 6-7 for 64-95 / 96-127. */
+static float dot_q6_k(int n, const void *w, const void *x)
+{
+    const qt_block_q6_k *a = w;
+    const qt_block_q8_k *b = x;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), low2 = _mm512_set1_epi8(0x03), two_bits = _mm512_set1_epi8(0x30);
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
+        const __m256i offset =
+            _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b[i].bsums), sc16), 5);
+        const __m512i scales = _mm512_castsi256_si512(sc16);
+        __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int h = 0; h < 2; h++) {
+            const __m512i l = _mm512_loadu_si512(a[i].ql + 64 * h);
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
+            const __m512i hb = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            const __m512i u0 =
+                _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hb, low2), 4));
+            const __m512i u1 =
+                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4), _mm512_and_si512(hb, two_bits));
+            const __m512i p0 = _mm512_maddubs_epi16(u0, _mm512_loadu_si512(b[i].qs + 128 * h));
+            const __m512i p1 = _mm512_maddubs_epi16(u1, _mm512_loadu_si512(b[i].qs + 128 * h + 64));
+            isum = _mm512_dpwssd_epi32(isum, p0, spread16(scales, 8 * h, 3)); /* sub-blocks 8h+0..3 */
+            isum = _mm512_dpwssd_epi32(isum, p1, spread16(scales, 8 * h + 4, 3)); /* 8h+4..7 */
+        }
+        const float d = kx_f16(a[i].d) * b[i].d;
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d), acc);
+        acc = fmadd256(offset, -d, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+KX_KERN_OPS(avx512);

@@ -1,4 +1,397 @@
-/* kern_neon — aarch64 NEON (dotprod) kernels (placeholder table: every entry falls back to ref until filled). */
+/* kern_neon — aarch64 NEON kernels with the dot-product extension (sdot: four int8 x int8
+ * products summed into each int32 lane) and half-precision conversions (Raspberry Pi 5,
+ * Jetson Orin, any ARMv8.2-A core with asimddp): every row dot product, the activation
+ * quantizers and the f16 KV-cache helpers.
+ *
+ * sdot is signed x signed, so weights are unpacked to their signed values and no sign or
+ * offset tricks are needed; integer sums are exact (|sum| < 2^31 for every format). Each
+ * block's or sub-block's sum is scaled in float and accumulated in 4-lane FMA registers.
+ * Not here: choosing this table (kern.c) or the definition of each result (kern_ref.c). */
 #include "kern.h"
 
-const kern_ops kern_ops_neon = {.name = "neon"};
+#include <arm_neon.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#define KN_INLINE static inline __attribute__((always_inline))
+
+KN_INLINE float f16_at(const void *p)
+{
+    __fp16 h;
+    memcpy(&h, p, sizeof h);
+    return (float)h;
+}
+
+/* ---- float weights: F32, F16, BF16 ------------------------------------- */
+
+typedef float32x4_t (*load4_fn)(const void *w, int i); /* weights i..i+3 as floats */
+
+KN_INLINE float32x4_t load4_f32(const void *w, int i) { return vld1q_f32((const float *)w + i); }
+KN_INLINE float32x4_t load4_f16(const void *w, int i) { return vcvt_f32_f16(vld1_f16((const __fp16 *)w + i)); }
+KN_INLINE float32x4_t load4_bf16(const void *w, int i)
+{
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)w + i), 16)); /* top half of an f32 */
+}
+
+KN_INLINE float dot_floats(int n, const void *w, const float *x, load4_fn load, size_t elem_bytes)
+{
+    float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            acc[k] = vfmaq_f32(acc[k], load(w, i + 4 * k), vld1q_f32(x + i + 4 * k));
+    for (; i + 4 <= n; i += 4)
+        acc[0] = vfmaq_f32(acc[0], load(w, i), vld1q_f32(x + i));
+    if (i < n) {
+        /* the last n - i < 4 elements through zero-padded copies, so one loader serves all */
+        _Alignas(16) uint8_t wt[4 * sizeof(float)] = {0};
+        float xt[4] = {0};
+        memcpy(wt, (const uint8_t *)w + (size_t)i * elem_bytes, (size_t)(n - i) * elem_bytes);
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof(float));
+        acc[1] = vfmaq_f32(acc[1], load(wt, 0), vld1q_f32(xt));
+    }
+    return vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+}
+
+static float dot_f32(int n, const void *w, const void *x) { return dot_floats(n, w, x, load4_f32, sizeof(float)); }
+static float dot_f16(int n, const void *w, const void *x) { return dot_floats(n, w, x, load4_f16, sizeof(qt_f16)); }
+static float dot_bf16(int n, const void *w, const void *x) { return dot_floats(n, w, x, load4_bf16, sizeof(qt_bf16)); }
+
+/* ---- 32-weight blocks: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 --------------------- */
+
+/* The 32 signed weights of a block, elements 0-15 in v[0] and 16-31 in v[1]. */
+typedef struct w32 {
+    int8x16_t v[2];
+} w32;
+typedef w32 (*values32_fn)(const void *block);
+
+/* 16 bytes of nibbles: low nibbles are elements 0-15, high ones 16-31. */
+KN_INLINE w32 nibbles32(const uint8_t *qs)
+{
+    uint8x16_t q = vld1q_u8(qs);
+    return (w32){{vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(q, 4))}};
+}
+
+/* 16 in byte j where bit j of the little-endian 32-bit word at qh is set, else 0. */
+KN_INLINE w32 fifth_bits32(const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(h));
+    static const uint8_t lo_idx[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const uint8_t hi_idx[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t b = vld1q_u8(bit), sixteen = vdupq_n_u8(16);
+    uint8x16_t lo = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(lo_idx)), b), sixteen);
+    uint8x16_t hi = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(hi_idx)), b), sixteen);
+    return (w32){{vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi)}};
+}
+
+KN_INLINE w32 add32(w32 a, w32 b) { return (w32){{vaddq_s8(a.v[0], b.v[0]), vaddq_s8(a.v[1], b.v[1])}}; }
+KN_INLINE w32 sub32(w32 a, int k)
+{
+    return (w32){{vsubq_s8(a.v[0], vdupq_n_s8((int8_t)k)), vsubq_s8(a.v[1], vdupq_n_s8((int8_t)k))}};
+}
+
+KN_INLINE w32 values_q4_0(const void *b) { return sub32(nibbles32(((const qt_block_q4_0 *)b)->qs), 8); }
+KN_INLINE w32 values_q4_1(const void *b) { return nibbles32(((const qt_block_q4_1 *)b)->qs); }
+KN_INLINE w32 values_q5_0(const void *b)
+{
+    const qt_block_q5_0 *q = b;
+    return sub32(add32(nibbles32(q->qs), fifth_bits32(q->qh)), 16);
+}
+KN_INLINE w32 values_q5_1(const void *b)
+{
+    const qt_block_q5_1 *q = b;
+    return add32(nibbles32(q->qs), fifth_bits32(q->qh));
+}
+KN_INLINE w32 values_q8_0(const void *b)
+{
+    const int8_t *qs = ((const qt_block_q8_0 *)b)->qs;
+    return (w32){{vld1q_s8(qs), vld1q_s8(qs + 16)}};
+}
+
+/* Every 32-weight type starts with its f16 scale d; the affine ones (has_min) follow it with
+ * the f16 min m and take Q8_1 activations, whose s = d·Σqs supplies m's share: m·s. */
+KN_INLINE float32x4_t block32(float32x4_t acc, float *acc_min, const uint8_t *wb, const uint8_t *xb, values32_fn values,
+                              bool has_min)
+{
+    const int8_t *y = (const int8_t *)(xb + (has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs)));
+    const w32 v = values(wb);
+    int32x4_t s = vdotq_s32(vdotq_s32(vdupq_n_s32(0), v.v[0], vld1q_s8(y)), v.v[1], vld1q_s8(y + 16));
+    if (has_min)
+        *acc_min += f16_at(wb + 2) * f16_at(xb + 2);
+    return vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(wb) * f16_at(xb));
+}
+
+KN_INLINE float dot_q32(int n, const void *w, const void *x, size_t block_bytes, values32_fn values, bool has_min)
+{
+    const size_t xbytes = has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
+    const uint8_t *wb = w, *xb = x;
+    float32x4_t acc0 = vdupq_n_f32(0), acc1 = vdupq_n_f32(0);
+    float acc_min = 0;
+    int nb = n / 32, i = 0;
+    /* two blocks per step into two accumulators: independent FMA chains */
+    for (; i + 2 <= nb; i += 2, wb += 2 * block_bytes, xb += 2 * xbytes) {
+        acc0 = block32(acc0, &acc_min, wb, xb, values, has_min);
+        acc1 = block32(acc1, &acc_min, wb + block_bytes, xb + xbytes, values, has_min);
+    }
+    if (i < nb)
+        acc0 = block32(acc0, &acc_min, wb, xb, values, has_min);
+    return vaddvq_f32(vaddq_f32(acc0, acc1)) + acc_min;
+}
+
+static float dot_q4_0(int n, const void *w, const void *x)
+{
+    return dot_q32(n, w, x, sizeof(qt_block_q4_0), values_q4_0, false);
+}
+static float dot_q4_1(int n, const void *w, const void *x)
+{
+    return dot_q32(n, w, x, sizeof(qt_block_q4_1), values_q4_1, true);
+}
+static float dot_q5_0(int n, const void *w, const void *x)
+{
+    return dot_q32(n, w, x, sizeof(qt_block_q5_0), values_q5_0, false);
+}
+static float dot_q5_1(int n, const void *w, const void *x)
+{
+    return dot_q32(n, w, x, sizeof(qt_block_q5_1), values_q5_1, true);
+}
+static float dot_q8_0(int n, const void *w, const void *x)
+{
+    return dot_q32(n, w, x, sizeof(qt_block_q8_0), values_q8_0, false);
+}
+
+/* ---- K types: Q4_K, Q5_K, Q6_K (256 weights, Q8_K activations) ---------- */
+
+/* The 6-bit scales and mins of a Q4_K/Q5_K block: sc[0..7] then m[0..7]. Sub-blocks 0-3
+ * keep them in the low 6 bits of bytes 0-3 / 4-7; sub-blocks 4-7 keep their low 4 bits in
+ * the nibbles of bytes 8-11 and their top 2 bits in the top bits of bytes 0-3 / 4-7. */
+KN_INLINE void k_scales(const uint8_t *packed, uint8_t out[16])
+{
+    uint32_t u[3], r[4];
+    memcpy(u, packed, sizeof u);
+    r[0] = u[0] & 0x3f3f3f3fu;
+    r[1] = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u);
+    r[2] = u[1] & 0x3f3f3f3fu;
+    r[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u);
+    memcpy(out, r, sizeof r);
+}
+
+/* Q4_K and Q5_K: each 64 weights are 32 bytes of qs, low nibbles sub-block 2c, high 2c+1;
+ * Q5_K's fifth bit of weight l of sub-block j is bit j of qh[l]. Result:
+ * d·Σ_j sc_j·(levels·y) - dmin·Σ_j m_j·(y sums), the y sums of 16 from bsums. */
+KN_INLINE float dot_k_affine(int n, const uint8_t *w, const qt_block_q8_k *b, bool five_bit)
+{
+    const size_t block_bytes = five_bit ? sizeof(qt_block_q5_k) : sizeof(qt_block_q4_k);
+    const size_t qs_off = five_bit ? offsetof(qt_block_q5_k, qs) : offsetof(qt_block_q4_k, qs);
+    const uint8x16_t low4 = vdupq_n_u8(0x0F), one = vdupq_n_u8(1), two = vdupq_n_u8(2);
+    float32x4_t acc = vdupq_n_f32(0);
+    float acc_min = 0;
+    for (int i = 0; i < n / QK_K; i++, w += block_bytes) {
+        const qt_block_q4_k *hdr = (const qt_block_q4_k *)w;
+        uint8_t sm[16];
+        k_scales(hdr->scales, sm);
+        /* mins: per sub-block y sums (pairs of bsums) times m_j */
+        const int16x8_t ysum = vpaddq_s16(vld1q_s16(b[i].bsums), vld1q_s16(b[i].bsums + 8));
+        const int16x8_t mins = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(sm + 8)));
+        const int32x4_t pm =
+            vmlal_s16(vmull_s16(vget_low_s16(ysum), vget_low_s16(mins)), vget_high_s16(ysum), vget_high_s16(mins));
+        uint8x16_t qh[2] = {vdupq_n_u8(0), vdupq_n_u8(0)};
+        if (five_bit) {
+            qh[0] = vld1q_u8(((const qt_block_q5_k *)w)->qh);
+            qh[1] = vld1q_u8(((const qt_block_q5_k *)w)->qh + 16);
+        }
+        int32x4_t isum = vdupq_n_s32(0);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const int8_t *y = b[i].qs + 64 * c;
+            int32x4_t dlo = vdupq_n_s32(0), dhi = vdupq_n_s32(0);
+#pragma GCC unroll 4
+            for (int k = 0; k < 2; k++) { /* 16 of the 32 bytes at a time */
+                const uint8x16_t q = vld1q_u8(w + qs_off + 32 * c + 16 * k);
+                uint8x16_t lo = vandq_u8(q, low4), hi = vshrq_n_u8(q, 4);
+                if (five_bit) {
+                    lo = vorrq_u8(lo, vshlq_n_u8(vandq_u8(qh[k], one), 4));
+                    hi = vorrq_u8(hi, vshlq_n_u8(vandq_u8(qh[k], two), 3));
+                    qh[k] = vshrq_n_u8(qh[k], 2);
+                }
+                dlo = vdotq_s32(dlo, vreinterpretq_s8_u8(lo), vld1q_s8(y + 16 * k));
+                dhi = vdotq_s32(dhi, vreinterpretq_s8_u8(hi), vld1q_s8(y + 32 + 16 * k));
+            }
+            isum = vmlaq_n_s32(isum, dlo, sm[2 * c]);
+            isum = vmlaq_n_s32(isum, dhi, sm[2 * c + 1]);
+        }
+        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(isum), f16_at(&hdr->d) * b[i].d);
+        acc_min += f16_at(&hdr->dmin) * b[i].d * (float)vaddvq_s32(pm);
+    }
+    return vaddvq_f32(acc) - acc_min;
+}
+
+static float dot_q4_k(int n, const void *w, const void *x) { return dot_k_affine(n, w, x, false); }
+static float dot_q5_k(int n, const void *w, const void *x) { return dot_k_affine(n, w, x, true); }
+
+/* Q6_K: weight = (4 low bits from ql | 2 high bits from qh) - 32. Each 128 weights: ql[64],
+ * qh[32]; chunk c (32 weights) takes the low (c < 2) or high nibbles of ql[32·(c&1) + l] and
+ * bits 2c..2c+1 of qh[l]. Every 16 weights (one int8 scale) are one sdot. */
+static float dot_q6_k(int n, const void *w, const void *x)
+{
+    const qt_block_q6_k *a = w;
+    const qt_block_q8_k *b = x;
+    const uint8x16_t low4 = vdupq_n_u8(0x0F), low2 = vdupq_n_u8(0x03);
+    const int8x16_t thirty_two = vdupq_n_s8(32);
+    float32x4_t acc = vdupq_n_f32(0);
+    for (int i = 0; i < n / QK_K; i++) {
+        int32x4_t isum = vdupq_n_s32(0);
+#pragma GCC unroll 4
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = a[i].ql + 64 * h, *qh = a[i].qh + 32 * h;
+            const int8_t *y = b[i].qs + 128 * h, *sc = a[i].scales + 8 * h;
+#pragma GCC unroll 4
+            for (int k = 0; k < 2; k++) { /* lanes l = 16k .. 16k+15 of each chunk */
+                const uint8x16_t l0 = vld1q_u8(ql + 16 * k), l1 = vld1q_u8(ql + 32 + 16 * k);
+                const uint8x16_t hb = vld1q_u8(qh + 16 * k);
+                const uint8x16_t u[4] = {
+                    vorrq_u8(vandq_u8(l0, low4), vshlq_n_u8(vandq_u8(hb, low2), 4)),
+                    vorrq_u8(vandq_u8(l1, low4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), low2), 4)),
+                    vorrq_u8(vshrq_n_u8(l0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), low2), 4)),
+                    vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
+                };
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    int8x16_t v = vsubq_s8(vreinterpretq_s8_u8(u[c]), thirty_two);
+                    int32x4_t d = vdotq_s32(vdupq_n_s32(0), v, vld1q_s8(y + 32 * c + 16 * k));
+                    isum = vmlaq_n_s32(isum, d, sc[2 * c + k]);
+                }
+            }
+        }
+        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(isum), f16_at(&a[i].d) * b[i].d);
+    }
+    return vaddvq_f32(acc);
+}
+
+/* ---- activation quantizers ----------------------------------------------
+ * Same float operations as qt_quantize_row in the same order, so the bytes are identical:
+ * vcvtnq rounds to nearest even, as lrintf does under the default rounding mode. */
+
+KN_INLINE float absmax(const float *x, int n) /* n a multiple of 4 */
+{
+    float32x4_t m = vdupq_n_f32(0);
+    for (int j = 0; j < n; j += 4)
+        m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x + j))); /* maxNum: a NaN never wins */
+    return vmaxnmvq_f32(m);
+}
+
+/* round(x[j] * scale) for 16 floats as int8; saturation clamps at 127 (the Q8_K clamp). */
+KN_INLINE int8x16_t round16(const float *x, float scale)
+{
+    int16x8_t h[2];
+#pragma GCC unroll 4
+    for (int k = 0; k < 2; k++) {
+        int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + 8 * k), scale));
+        int32x4_t b = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + 8 * k + 4), scale));
+        h[k] = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
+    }
+    return vcombine_s8(vqmovn_s16(h[0]), vqmovn_s16(h[1]));
+}
+
+/* One Q8_0/Q8_1 block: d = absmax / 127, levels round(x / d); returns d and Σ levels. */
+KN_INLINE float quant_block32(const float *x, int8_t *qs, int *sum)
+{
+    float d = absmax(x, 32) / 127.0f, id = d ? 1.0f / d : 0.0f;
+    int8x16_t a = round16(x, id), b = round16(x + 16, id);
+    vst1q_s8(qs, a);
+    vst1q_s8(qs + 16, b);
+    *sum = vaddlvq_s8(a) + vaddlvq_s8(b);
+    return d;
+}
+
+static void quantize_q8_0(const float *x, void *y, int n)
+{
+    qt_block_q8_0 *b = y;
+    int sum;
+    for (int i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        __fp16 d = (__fp16)quant_block32(x, b[i].qs, &sum);
+        memcpy(&b[i].d, &d, sizeof d);
+    }
+}
+
+static void quantize_q8_1(const float *x, void *y, int n)
+{
+    qt_block_q8_1 *b = y;
+    int sum;
+    for (int i = 0; i < n / QK8_1; i++, x += QK8_1) {
+        float d = quant_block32(x, b[i].qs, &sum);
+        __fp16 dh = (__fp16)d, sh = (__fp16)(d * (float)sum);
+        memcpy(&b[i].d, &dh, sizeof dh);
+        memcpy(&b[i].s, &sh, sizeof sh);
+    }
+}
+
+/* Q8_K: the first element of largest magnitude maps to -127 exactly (its sign matters). */
+static void quantize_q8_k(const float *x, void *y, int n)
+{
+    qt_block_q8_k *b = y;
+    for (int i = 0; i < n / QK_K; i++, x += QK_K) {
+        const float amax = absmax(x, QK_K);
+        if (amax == 0) {
+            memset(&b[i], 0, sizeof b[i]);
+            continue;
+        }
+        int at_max = 0;
+        while (__builtin_fabsf(x[at_max]) != amax)
+            at_max++;
+        const float iscale = -127.0f / x[at_max];
+        for (int j = 0; j < QK_K; j += 16) {
+            int8x16_t q = round16(x + j, iscale);
+            vst1q_s8(b[i].qs + j, q);
+            b[i].bsums[j / 16] = vaddlvq_s8(q);
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
+
+/* ---- f16 cache helpers -------------------------------------------------- */
+
+static void axpy_f16(int n, float a, const qt_f16 *x, float *y)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vld1_f16((const __fp16 *)x + i)), a));
+    for (; i < n; i++)
+        y[i] = __builtin_fmaf(a, f16_at(x + i), y[i]);
+}
+
+static void f32_to_f16(int n, const float *x, qt_f16 *y)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1_f16((__fp16 *)y + i, vcvt_f16_f32(vld1q_f32(x + i)));
+    for (; i < n; i++) {
+        __fp16 h = (__fp16)x[i];
+        memcpy(y + i, &h, sizeof h);
+    }
+}
+
+const kern_ops kern_ops_neon = {
+    .name = "neon",
+    .dot =
+        {
+            [QT_F32] = dot_f32,
+            [QT_F16] = dot_f16,
+            [QT_BF16] = dot_bf16,
+            [QT_Q4_0] = dot_q4_0,
+            [QT_Q4_1] = dot_q4_1,
+            [QT_Q5_0] = dot_q5_0,
+            [QT_Q5_1] = dot_q5_1,
+            [QT_Q8_0] = dot_q8_0,
+            [QT_Q4_K] = dot_q4_k,
+            [QT_Q5_K] = dot_q5_k,
+            [QT_Q6_K] = dot_q6_k,
+        },
+    .quantize = {[QT_Q8_0] = quantize_q8_0, [QT_Q8_1] = quantize_q8_1, [QT_Q8_K] = quantize_q8_k},
+    .axpy_f16 = axpy_f16,
+    .f32_to_f16 = f32_to_f16,
+};

@@ -419,7 +419,7 @@ int model_session_new(model_session **out, const model *m, const model_session_p
     s->hb = alloc_floats(B, (size_t)hp->n_ff, &ok);
     s->hb2 = alloc_floats(B, (size_t)hp->n_ff, &ok);
     s->proj = alloc_floats(B, (size_t)hp->n_embd, &ok);
-    s->scores = alloc_floats((size_t)(s->pool ? pool_size(s->pool) : 1), (size_t)s->n_ctx, &ok);
+    s->scores = alloc_floats((size_t)pool_size(s->pool), (size_t)s->n_ctx, &ok);
     s->rope_cs = alloc_floats(B, (size_t)hp->n_rot, &ok);
     s->inv_freq = calloc((size_t)hp->n_rot / 2 + 1, sizeof *s->inv_freq);
     ok = ok && s->inv_freq && alloc_act_buffers(s, hp->n_ff > wide ? hp->n_ff : wide);
@@ -465,12 +465,13 @@ void model_session_rewind(model_session *s, int32_t n_past)
 
 /* ---- forward pass building blocks -------------------------------------- */
 
-static void run(model_session *s, pool_fn fn, void *ctx)
+/* Chunk size giving each thread several chunks (so a busy core just takes fewer), rounded
+ * up to a multiple of align. */
+static int grain_for(const model_session *s, int n, int align)
 {
-    if (s->pool)
-        pool_run(s->pool, fn, ctx);
-    else
-        fn(ctx, 0, 1);
+    int per = n / (pool_size(s->pool) * 8);
+    per = (per + align - 1) / align * align;
+    return per > align ? per : align;
 }
 
 /* out[t] = x[t] / rms(x[t]) * w, for nt rows of n. */
@@ -500,27 +501,24 @@ typedef struct matmul_job {
     bool quantize_needed[ACT_KINDS];
 } matmul_job;
 
-static void matmul_quantize_worker(void *ctx, int ith, int nth)
+/* Converts input rows [t0, t1) into every activation kind the group needs. */
+static void matmul_quantize_worker(void *ctx, int t0, int t1, int slot)
 {
+    (void)slot;
     matmul_job *j = ctx;
     model_session *s = j->s;
-    int t0, t1;
-    pool_split(j->nt, ith, nth, 1, &t0, &t1);
     for (int kind = 0; kind < ACT_KINDS; kind++)
         if (j->quantize_needed[kind])
             for (int t = t0; t < t1; t++)
                 s->k->quantize[act_kind_type[kind]](j->in + (size_t)t * j->k, s->act[kind] + t * s->act_stride[kind], j->k);
 }
 
-static void matmul_dot_worker(void *ctx, int ith, int nth)
+/* Rows [r0, r1) of the group (its matrices' rows numbered one after another). */
+static void matmul_dot_worker(void *ctx, int r0, int r1, int slot)
 {
+    (void)slot;
     matmul_job *j = ctx;
     model_session *s = j->s;
-    int total = 0;
-    for (int m = 0; m < j->n_mats; m++)
-        total += (int)j->w[m]->ne[1];
-    int r0, r1;
-    pool_split(total, ith, nth, ROW_ALIGN, &r0, &r1);
     int base = 0; /* first row of matrix m in the group's row numbering */
     for (int m = 0; m < j->n_mats; m++) {
         const gguf_tensor *w = j->w[m];
@@ -551,7 +549,9 @@ static void matmul(model_session *s, int nt, const float *in, int k, int n_mats,
 {
     matmul_job j = {.s = s, .nt = nt, .in = in, .k = k, .n_mats = n_mats};
     bool any = false;
+    int rows = 0;
     for (int m = 0; m < n_mats; m++) {
+        rows += (int)w[m]->ne[1];
         j.w[m] = w[m];
         j.bias[m] = bias ? bias[m] : NULL;
         j.out[m] = out[m];
@@ -559,13 +559,9 @@ static void matmul(model_session *s, int nt, const float *in, int k, int n_mats,
         if (kind >= 0)
             any = j.quantize_needed[kind] = true;
     }
-    if (any) {
-        if (nt == 1)
-            matmul_quantize_worker(&j, 0, 1); /* one row: not worth waking the pool */
-        else
-            run(s, matmul_quantize_worker, &j);
-    }
-    run(s, matmul_dot_worker, &j);
+    if (any)
+        pool_for(s->pool, nt, 4, matmul_quantize_worker, &j);
+    pool_for(s->pool, rows, grain_for(s, rows, ROW_ALIGN), matmul_dot_worker, &j);
 }
 
 static void matmul1(model_session *s, int nt, const float *in, int k, const gguf_tensor *w, float *out)
@@ -624,8 +620,8 @@ typedef struct attn_job {
     float *out;   /* [nt][q_dim] */
 } attn_job;
 
-/* Causal attention of every (token, head) pair of the chunk, split over threads. */
-static void attn_worker(void *ctx, int ith, int nth)
+/* Causal attention of the chunk's (token, head) pairs [i0, i1). */
+static void attn_worker(void *ctx, int i0, int i1, int slot)
 {
     attn_job *j = ctx;
     model_session *s = j->s;
@@ -633,10 +629,8 @@ static void attn_worker(void *ctx, int ith, int nth)
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     int q_dim = hp->n_head * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    float *att = s->scores + (size_t)ith * s->n_ctx;
+    float *att = s->scores + (size_t)slot * s->n_ctx;
     kern_dot_fn dot = s->k->dot[s->kv_type];
-    int i0, i1;
-    pool_split(j->nt * hp->n_head, ith, nth, 1, &i0, &i1);
     for (int item = i0; item < i1; item++) {
         int t = item / hp->n_head, h = item % hp->n_head, g = h / group;
         int32_t n_keys = j->pos0 + t + 1;
@@ -696,7 +690,7 @@ static void forward_layers(model_session *s, const int32_t *tokens, int nt, int3
             cache_store(s, cache_row(s, s->v_cache, l, pos0 + t), s->vx + (size_t)t * s->kv_dim);
         }
         attn_job aj = {s, l, nt, pos0, s->xb};
-        run(s, attn_worker, &aj);
+        pool_for(s->pool, nt * hp->n_head, 1, attn_worker, &aj);
         matmul1(s, nt, s->xb, q_dim, L->wo, s->proj);
         for (size_t i = 0; i < (size_t)nt * E; i++)
             s->x[i] += s->proj[i];

@@ -1,11 +1,18 @@
-/* pool — see pool.h. Synchronisation is two futex words: `gen` (bumped to publish a job)
- * and `pending` (workers still running it). Spinning first keeps the wake-up latency of
- * back-to-back jobs at a few hundred nanoseconds; the futex makes idle free. */
+/* pool — see pool.h.
+ *
+ * A loop is published as: params (n, grain, fn, ctx) and a 64-bit claim word holding
+ * (generation << 32 | next item). Threads claim chunks with a CAS on the claim word, so a
+ * claim can only succeed for the generation whose params the thread read. To make that
+ * airtight the owner first closes the previous generation (claim = next gen | CLOSED),
+ * then writes the new params (release), then opens the claim word; a thread that read new
+ * params while holding an old claim value then fails its CAS.
+ * `gen` (32-bit futex word) wakes sleeping workers; `done` counts finished items. */
 #include "pool.h"
 
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,24 +31,32 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* ~20-50 us of polling before sleeping: longer than the gaps inside a forward pass, far
- * shorter than the gap between two tokens of a slow client. */
-enum { SPIN_ROUNDS = 1 << 14 };
+enum {
+    /* ~20-50 us of polling before a worker sleeps: longer than the gaps between the loops of
+     * one forward pass, far shorter than the gap between two requests */
+    SPIN_ROUNDS = 1 << 14,
+    /* polls before the owner, waiting for another thread's last chunk, starts yielding */
+    FINISH_SPIN = 1 << 10,
+};
+#define CLOSED 0xffffffffu
 
 typedef struct worker {
     pool *p;
-    int ith;
+    int slot;
     pthread_t thread;
 } worker;
 
 struct pool {
-    int n;                       /* threads including the caller */
-    worker *workers;             /* n - 1 */
-    _Atomic uint32_t gen;        /* futex word: job generation */
-    _Atomic uint32_t pending;    /* futex word: workers yet to finish the current job */
+    int n;                        /* threads including the owner */
+    worker *workers;              /* n - 1 */
+    _Atomic uint64_t claim;       /* gen << 32 | next unclaimed item (CLOSED between loops) */
+    _Atomic uint32_t gen;         /* futex word: generation of the newest loop */
+    _Atomic int done;             /* items finished in the current loop */
+    _Atomic int sleepers;         /* workers in (or entering) futex_wait on gen */
+    _Atomic int n_items, grain;   /* params of the current loop */
+    _Atomic(pool_fn) fn;
+    _Atomic(void *) ctx;
     atomic_bool stop;
-    pool_fn fn;                  /* current job; written before gen is bumped */
-    void *ctx;
 };
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t expected)
@@ -49,43 +64,63 @@ static void futex_wait(_Atomic uint32_t *addr, uint32_t expected)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
 
-static void futex_wake(_Atomic uint32_t *addr, int n)
+static void futex_wake_all(_Atomic uint32_t *addr)
 {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 }
 
-/* Waits until *addr != value: spins, then sleeps. */
-static void wait_change(_Atomic uint32_t *addr, uint32_t value)
+/* Claims and runs chunks of loop `g` until none are left (or g is no longer current). */
+static void run_chunks(pool *p, uint32_t g, int slot)
 {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        if (atomic_load_explicit(addr, memory_order_acquire) != value)
+    uint64_t v = atomic_load(&p->claim);
+    for (;;) {
+        if ((uint32_t)(v >> 32) != g || (uint32_t)v == CLOSED)
             return;
-        cpu_relax();
+        int n = atomic_load_explicit(&p->n_items, memory_order_acquire);
+        int grain = atomic_load_explicit(&p->grain, memory_order_acquire);
+        pool_fn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
+        uint32_t begin = (uint32_t)v;
+        if (begin >= (uint32_t)n)
+            return;
+        uint32_t end = begin + (uint32_t)grain < (uint32_t)n ? begin + (uint32_t)grain : (uint32_t)n;
+        if (!atomic_compare_exchange_weak(&p->claim, &v, ((uint64_t)g << 32) | end))
+            continue; /* v now holds the current value */
+        fn(ctx, (int)begin, (int)end, slot);
+        atomic_fetch_add_explicit(&p->done, (int)(end - begin), memory_order_release);
+        v = atomic_load(&p->claim);
     }
-    while (atomic_load_explicit(addr, memory_order_acquire) == value)
-        futex_wait(addr, value);
 }
 
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     pool *p = w->p;
-    uint32_t seen = 0; /* gen starts at 0 and only pool_run/pool_free bump it, so a worker
-                        * that starts late still sees the first job */
+    uint32_t seen = 0; /* gen starts at 0, so a worker that starts late still sees loop 1 */
     for (;;) {
-        wait_change(&p->gen, seen);
-        seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+        int spins = 0;
+        uint32_t g;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (++spins < SPIN_ROUNDS) {
+                cpu_relax();
+                continue;
+            }
+            /* announce before the futex re-checks gen: an owner that bumps gen after this
+             * sees the sleeper and wakes it; one that bumped before makes the wait return */
+            atomic_fetch_add(&p->sleepers, 1);
+            futex_wait(&p->gen, seen);
+            atomic_fetch_sub(&p->sleepers, 1);
+        }
+        seen = g;
         if (atomic_load(&p->stop))
             return NULL;
-        p->fn(p->ctx, w->ith, p->n);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
-            futex_wake(&p->pending, 1);
+        run_chunks(p, g, w->slot);
     }
 }
 
 int pool_default_threads(void)
 {
-    /* count distinct (package, core) pairs; fall back to online CPUs */
+    /* count distinct first siblings of each CPU; fall back to online CPUs */
     int cores = 0;
     char seen[1024] = {0};
     for (int cpu = 0; cpu < 1024; cpu++) {
@@ -118,6 +153,7 @@ int pool_new(pool **out, int n_threads, err_info *ei)
     if (!p)
         return err_set(ei, -ENOMEM, "out of memory");
     p->n = n_threads;
+    atomic_store(&p->claim, CLOSED);
     p->workers = calloc((size_t)n_threads, sizeof *p->workers);
     if (!p->workers) {
         free(p);
@@ -126,7 +162,7 @@ int pool_new(pool **out, int n_threads, err_info *ei)
     for (int i = 1; i < n_threads; i++) {
         worker *w = &p->workers[i - 1];
         w->p = p;
-        w->ith = i;
+        w->slot = i;
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc) {
             p->n = i; /* join only the ones started */
@@ -144,40 +180,43 @@ void pool_free(pool *p)
         return;
     atomic_store(&p->stop, true);
     atomic_fetch_add(&p->gen, 1);
-    futex_wake(&p->gen, p->n);
+    futex_wake_all(&p->gen);
     for (int i = 1; i < p->n; i++)
         pthread_join(p->workers[i - 1].thread, NULL);
     free(p->workers);
     free(p);
 }
 
-int pool_size(const pool *p) { return p->n; }
+int pool_size(const pool *p) { return p ? p->n : 1; }
 
-void pool_run(pool *p, pool_fn fn, void *ctx)
+void pool_for(pool *p, int n, int grain, pool_fn fn, void *ctx)
 {
-    if (p->n == 1) {
-        fn(ctx, 0, 1);
+    if (n <= 0)
+        return;
+    if (grain < 1)
+        grain = 1;
+    if (!p || p->n == 1 || n <= grain) {
+        for (int b = 0; b < n; b += grain)
+            fn(ctx, b, n - b < grain ? n : b + grain, 0);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    futex_wake(&p->gen, p->n - 1);
-    fn(ctx, 0, p->n);
-    uint32_t left;
-    while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0)
-        wait_change(&p->pending, left);
-}
-
-void pool_split(int n, int ith, int nth, int align, int *begin, int *end)
-{
-    if (align < 1)
-        align = 1;
-    int units = (n + align - 1) / align;
-    int per = units / nth, extra = units % nth;
-    int b = ith * per + (ith < extra ? ith : extra);
-    int e = b + per + (ith < extra ? 1 : 0);
-    *begin = b * align < n ? b * align : n;
-    *end = e * align < n ? e * align : n;
+    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store(&p->claim, ((uint64_t)g << 32) | CLOSED); /* stale claims of the last loop now fail */
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->n_items, n, memory_order_release);
+    atomic_store_explicit(&p->grain, grain, memory_order_release);
+    atomic_store_explicit(&p->fn, fn, memory_order_release);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_release);
+    atomic_store(&p->claim, (uint64_t)g << 32);
+    atomic_store(&p->gen, g);
+    if (atomic_load(&p->sleepers) > 0) /* spinning workers need no system call */
+        futex_wake_all(&p->gen);
+    run_chunks(p, g, 0);
+    /* every item is claimed; wait for chunks still running on other threads */
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n; spins++) {
+        if (spins < FINISH_SPIN)
+            cpu_relax();
+        else
+            sched_yield(); /* the holder may be waiting for this very core */
+    }
 }

@@ -63,11 +63,10 @@ typedef struct bw_job {
     uint64_t sums[256];
 } bw_job;
 
-static void bw_worker(void *ctx, int ith, int nth)
+/* Sums 8 KiB blocks [b, e) of the buffer. */
+static void bw_worker(void *ctx, int b, int e, int slot)
 {
     bw_job *j = ctx;
-    int b, e;
-    pool_split((int)(j->words / 1024), ith, nth, 1, &b, &e);
     const uint64_t *p = j->buf + (size_t)b * 1024, *end = j->buf + (size_t)e * 1024;
     uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     for (; p < end; p += 4) {
@@ -76,7 +75,7 @@ static void bw_worker(void *ctx, int ith, int nth)
         s2 += p[2];
         s3 += p[3];
     }
-    j->sums[ith] = s0 + s1 + s2 + s3;
+    j->sums[slot] += s0 + s1 + s2 + s3;
 }
 
 static double read_bandwidth_gbs(pool *pl)
@@ -91,7 +90,7 @@ static double read_bandwidth_gbs(pool *pl)
     double best = 0;
     for (int pass = 0; pass < 5; pass++) {
         double t = now_s();
-        pool_run(pl, bw_worker, &j);
+        pool_for(pl, (int)(j.words / 1024), 1024, bw_worker, &j);
         t = now_s() - t;
         if (bytes / t / 1e9 > best)
             best = bytes / t / 1e9;

@@ -161,14 +161,13 @@ static void gen_row(const gen_tensor *t, uint64_t row, float *x)
     }
 }
 
-static void fill_worker(void *ctx, int ith, int nth)
+/* Generates and quantizes rows [b, e) of the chunk; slot picks this thread's scratch row. */
+static void fill_worker(void *ctx, int b, int e, int slot)
 {
     const fill_job *j = ctx;
     const gen_tensor *t = j->t;
-    float *x = t->gen->scratch + (size_t)ith * t->gen->max_row;
+    float *x = t->gen->scratch + (size_t)slot * t->gen->max_row;
     size_t row_bytes = qt_row_bytes(t->type, (int64_t)t->ne[0]);
-    int b, e;
-    pool_split(j->n_rows, ith, nth, 1, &b, &e);
     for (int r = b; r < e; r++) {
         gen_row(t, j->row0 + (uint64_t)r, x);
         qt_quantize_row(t->type, x, j->dst + (size_t)r * row_bytes, (int64_t)t->ne[0]);
@@ -181,7 +180,7 @@ static int fill_tensor(void *ctx, uint64_t row0, uint64_t n_rows, void *dst, err
     if (n_rows > INT32_MAX) /* the writer's chunks are far smaller */
         return err_set(ei, -ERANGE, "tensor '%s': chunk of %llu rows is too large", t->name, (unsigned long long)n_rows);
     fill_job j = {t, row0, (int)n_rows, dst};
-    pool_run(t->gen->pool, fill_worker, &j);
+    pool_for(t->gen->pool, j.n_rows, 1, fill_worker, &j);
     return 0;
 }
 

@@ -1,0 +1,702 @@
+/* test_kern — every kernel variant this CPU runs (kern_available) against the scalar
+ * reference (kern_ref.c): dot products for every supported weight type over random,
+ * extreme and all-zero rows of many lengths; the activation quantizers against
+ * qt_quantize_row; the f16 helpers; and kern_select's reading of EDGELLM_KERNEL.
+ *
+ * With EDGELLM_KERN_BENCH=1 a first test case prints the single-thread throughput (GB/s of weights)
+ * of a 5632x2048 matrix times one vector, per type and variant; the checks follow as usual.
+ * Not here: whole-model accuracy (test_model.c compares logits with llama.cpp's). */
+#include <check.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/kern.h"
+
+enum { MAX_VARIANTS = 8 };
+
+static const qt_type dot_types[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0,
+                                    QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+enum { N_DOT_TYPES = sizeof dot_types / sizeof dot_types[0] };
+static const qt_type act_types[] = {QT_Q8_0, QT_Q8_1, QT_Q8_K};
+
+/* ---- random data -------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s) /* splitmix64 */
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *s) { return (rng_next(s) >> 11) * 0x1p-53; }
+
+static float rng_gauss(uint64_t *s)
+{
+    double u = rng_unit(s) + 0x1p-60, v = rng_unit(s);
+    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
+}
+
+/* A finite f16 scale with random sign: mostly normal in [2^-12, 2^4), sometimes subnormal.
+ * Never inf or NaN: every variant's result would be inf or NaN, with nothing to compare. */
+static qt_f16 rng_scale(uint64_t *s)
+{
+    uint64_t r = rng_next(s);
+    uint16_t sign = (r & 1) ? 0x8000 : 0, man = (uint16_t)((r >> 1) & 0x3ff);
+    if ((r >> 11) % 8 == 0)
+        return (qt_f16)(sign | (man ? man : 1));   /* subnormal */
+    uint16_t exp = (uint16_t)(3 + (r >> 14) % 16); /* biased 3..18: 2^-12 .. 2^3 */
+    return (qt_f16)(sign | exp << 10 | man);
+}
+
+/* Where each quantized type keeps its f16 scale fields (d, and m / dmin where it has one). */
+typedef struct scale_fields {
+    size_t d, min;
+    bool has_min;
+} scale_fields;
+
+static scale_fields fields_of(qt_type t)
+{
+    switch (t) {
+    case QT_Q4_0: return (scale_fields){offsetof(qt_block_q4_0, d), 0, false};
+    case QT_Q4_1: return (scale_fields){offsetof(qt_block_q4_1, d), offsetof(qt_block_q4_1, m), true};
+    case QT_Q5_0: return (scale_fields){offsetof(qt_block_q5_0, d), 0, false};
+    case QT_Q5_1: return (scale_fields){offsetof(qt_block_q5_1, d), offsetof(qt_block_q5_1, m), true};
+    case QT_Q8_0: return (scale_fields){offsetof(qt_block_q8_0, d), 0, false};
+    case QT_Q4_K: return (scale_fields){offsetof(qt_block_q4_k, d), offsetof(qt_block_q4_k, dmin), true};
+    case QT_Q5_K: return (scale_fields){offsetof(qt_block_q5_k, d), offsetof(qt_block_q5_k, dmin), true};
+    case QT_Q6_K: return (scale_fields){offsetof(qt_block_q6_k, d), 0, false};
+    default: ck_abort_msg("no scale fields for %s", qt_name(t));
+    }
+    return (scale_fields){0, 0, false};
+}
+
+static bool is_float_type(qt_type t) { return t == QT_F32 || t == QT_F16 || t == QT_BF16; }
+
+typedef enum fill_mode {
+    FILL_QUANTIZED, /* Gaussian floats through qt_quantize_row: what model files hold */
+    FILL_BYTES,     /* every level byte random (all bit patterns, -128 in Q8_0), random scales */
+    FILL_EXTREME,   /* level bytes 0x00/0xFF/0x80/0x7F only, activations ±max: saturation paths */
+    FILL_ZERO,
+    FILL_MODES
+} fill_mode;
+static const char *const mode_names[] = {"quantized", "bytes", "extreme", "zero"};
+
+static void set_f16(uint8_t *p, qt_f16 v) { memcpy(p, &v, sizeof v); }
+static qt_f16 get_f16(const uint8_t *p)
+{
+    qt_f16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* n weights of type t in a fresh malloc of exactly qt_row_bytes(t, n) bytes (so ASan sees any
+ * read past the row). Floats of the float types stay finite. */
+static void *make_weights(qt_type t, int n, fill_mode mode, uint64_t *s)
+{
+    size_t bytes = qt_row_bytes(t, n);
+    uint8_t *w = malloc(bytes);
+    ck_assert_ptr_nonnull(w);
+    float *f = malloc((size_t)n * sizeof *f);
+    ck_assert_ptr_nonnull(f);
+    static const uint8_t extremes[4] = {0x00, 0xFF, 0x80, 0x7F};
+    switch (mode) {
+    case FILL_ZERO: memset(w, 0, bytes); break;
+    case FILL_QUANTIZED:
+        for (int j = 0; j < n; j++)
+            f[j] = rng_gauss(s);
+        qt_quantize_row(t, f, w, n);
+        break;
+    case FILL_BYTES:
+    case FILL_EXTREME:
+        if (is_float_type(t)) {
+            for (int j = 0; j < n; j++)
+                f[j] = mode == FILL_EXTREME ? ((rng_next(s) & 1) ? -60000.0f : 60000.0f)
+                                            : (float)ldexp(rng_gauss(s), (int)(rng_next(s) % 33) - 20);
+            qt_quantize_row(t, f, w, n);
+            break;
+        }
+        for (size_t j = 0; j < bytes; j++)
+            w[j] = mode == FILL_EXTREME ? extremes[rng_next(s) % 4] : (uint8_t)rng_next(s);
+        const scale_fields sf = fields_of(t);
+        size_t block = qt_get(t)->block_bytes;
+        for (size_t b = 0; b < bytes; b += block) {
+            set_f16(w + b + sf.d, rng_scale(s));
+            if (sf.has_min)
+                set_f16(w + b + sf.min, rng_scale(s));
+        }
+        break;
+    default: ck_abort();
+    }
+    free(f);
+    return w;
+}
+
+static float *make_floats(int n, fill_mode mode, uint64_t *s)
+{
+    float *x = malloc((size_t)n * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (int j = 0; j < n; j++)
+        x[j] = mode == FILL_ZERO ? 0.0f : mode == FILL_EXTREME ? ((rng_next(s) & 1) ? -3.0f : 3.0f) : rng_gauss(s);
+    return x;
+}
+
+/* ---- the dot-product bound ----------------------------------------------
+ * Integer parts are exact in every variant, so two results differ only by float rounding:
+ * of each block's term (the int-to-float conversion, the products of the scales: at most 5
+ * roundings) and of summing the terms (ref left to right; SIMD in lanes, at most two
+ * accumulations per block per lane, then a tree of the lanes). With u = 2^-24 and nt terms
+ * (blocks, or elements for the float types), the standard bound for recursive summation
+ * |fl(Σt) - Σt| <= (k-1)·u·Σ|t| gives each side at most (2·nt + 16)·u·Σ|t|, so
+ *     |simd - ref| <= (4·nt + 32)·u·S
+ * where S majorizes Σ|t|: the sum over elements of |w|·|x|, with the affine types' scale
+ * and min taken as magnitudes (the kernels sum scale·level·y and min·y separately, so their
+ * terms can exceed |w·x|). 1% slack covers the f16 rounding of Q8_1's s and of the S
+ * computation itself. For 4096-element quantized rows nt is 128 or 16, so the bound is
+ * about 3e-5·S or 6e-6·S; short rows (1 to 5 blocks) make tail mistakes stand far out. */
+static double majorant(qt_type t, const void *w, const void *act, int n)
+{
+    size_t bytes = qt_row_bytes(t, n);
+    uint8_t *wm = malloc(bytes);
+    float *wf = malloc((size_t)n * sizeof *wf), *xf = malloc((size_t)n * sizeof *xf);
+    ck_assert(wm && wf && xf);
+    memcpy(wm, w, bytes);
+    if (!is_float_type(t) && fields_of(t).has_min) {
+        /* Q4_1/Q5_1 decode d·q + m, Q4_K/Q5_K d·sc·q - dmin·mn: make every part add up */
+        bool k_type = t == QT_Q4_K || t == QT_Q5_K;
+        const scale_fields sf = fields_of(t);
+        for (size_t b = 0; b < bytes; b += qt_get(t)->block_bytes) {
+            set_f16(wm + b + sf.d, get_f16(wm + b + sf.d) & 0x7fff);
+            qt_f16 m = get_f16(wm + b + sf.min);
+            set_f16(wm + b + sf.min, k_type ? (m | 0x8000) : (m & 0x7fff));
+        }
+    }
+    qt_dequantize_row(t, wm, wf, n);
+    qt_type at = qt_get(t)->act_type;
+    if (at == QT_F32)
+        memcpy(xf, act, (size_t)n * sizeof *xf);
+    else
+        qt_dequantize_row(at, act, xf, n);
+    double sum = 0;
+    for (int j = 0; j < n; j++)
+        sum += fabs((double)wf[j]) * fabs((double)xf[j]);
+    free(wm);
+    free(wf);
+    free(xf);
+    return sum;
+}
+
+static double dot_tolerance(qt_type t, const void *w, const void *act, int n)
+{
+    const int nt = n / (int)qt_get(t)->block_elems;
+    return (4.0 * nt + 32) * 0x1p-24 * majorant(t, w, act, n) * 1.01 + 1e-30;
+}
+
+static const kern_ops *variant(int i, const char **name)
+{
+    const char *names[MAX_VARIANTS];
+    int nv = kern_available(names, MAX_VARIANTS);
+    ck_assert_int_lt(i, nv);
+    *name = names[i];
+    const kern_ops *k = kern_by_name(names[i]);
+    ck_assert_ptr_nonnull(k);
+    return k;
+}
+
+static int n_variants(void)
+{
+    const char *names[MAX_VARIANTS];
+    return kern_available(names, MAX_VARIANTS);
+}
+
+/* One row of type t and length n (elements) in the given mode: every variant vs ref. */
+static void check_dot(qt_type t, int n, fill_mode mode, uint64_t seed)
+{
+    uint64_t s = seed;
+    const kern_ops *ref = kern_ref();
+    void *w = make_weights(t, n, mode, &s);
+    float *x = make_floats(n, mode, &s);
+    void *act = malloc(kern_act_bytes(t, n));
+    ck_assert_ptr_nonnull(act);
+    kern_prepare_act(ref, t, x, act, n);
+
+    const float want = ref->dot[t](n, w, act);
+    const double tol = dot_tolerance(t, w, act, n);
+    for (int v = 0; v < n_variants(); v++) {
+        const char *name;
+        const kern_ops *k = variant(v, &name);
+        ck_assert_ptr_nonnull(k->dot[t]);
+        const float got = k->dot[t](n, w, act);
+        ck_assert_msg(isfinite(got) && fabs((double)got - want) <= tol,
+                      "%s dot %s n=%d mode=%s seed=%llu: got %.9g, ref %.9g, |diff| %.3g > tol %.3g", name, qt_name(t),
+                      n, mode_names[mode], (unsigned long long)seed, got, want, fabs((double)got - want), tol);
+    }
+    free(act);
+    free(x);
+    free(w);
+}
+
+/* Row lengths in blocks: one block, odd counts, and past 4096 elements. */
+static const int blocks_q32[] = {1, 2, 3, 5, 7, 31, 128, 129};
+static const int blocks_k[] = {1, 2, 3, 5, 16, 17};
+/* Float rows: every tail length 0..7 around the 32-wide unroll, short and long. */
+static const int lengths_float[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 4096, 4099};
+
+START_TEST(test_dot_matches_ref)
+{
+    const qt_type t = dot_types[_i];
+    for (int mode = 0; mode < FILL_MODES; mode++)
+        for (uint64_t seed = 1; seed <= 3; seed++) {
+            if (is_float_type(t))
+                for (size_t j = 0; j < sizeof lengths_float / sizeof *lengths_float; j++)
+                    check_dot(t, lengths_float[j], (fill_mode)mode, seed * 1000 + j);
+            else if (qt_get(t)->block_elems == QK_K)
+                for (size_t j = 0; j < sizeof blocks_k / sizeof *blocks_k; j++)
+                    check_dot(t, blocks_k[j] * QK_K, (fill_mode)mode, seed * 1000 + j);
+            else
+                for (size_t j = 0; j < sizeof blocks_q32 / sizeof *blocks_q32; j++)
+                    check_dot(t, blocks_q32[j] * 32, (fill_mode)mode, seed * 1000 + j);
+        }
+}
+END_TEST
+
+/* The bound must not hide real mistakes: in short random rows, one weight off by one level
+ * (Q4_0: a nibble; Q8_0: a byte) moves ref's own result by more than the tolerance. */
+START_TEST(test_dot_bound_catches_one_level)
+{
+    const kern_ops *ref = kern_ref();
+    static const qt_type types[] = {QT_Q4_0, QT_Q8_0};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (uint64_t seed = 1; seed <= 20; seed++) {
+            const qt_type t = types[ti];
+            const int n = 2 * 32;
+            uint64_t s = seed;
+            uint8_t *w = make_weights(t, n, FILL_QUANTIZED, &s);
+            float *x = make_floats(n, FILL_QUANTIZED, &s);
+            qt_block_q8_0 act[2];
+            kern_prepare_act(ref, t, x, act, n);
+            const double tol = dot_tolerance(t, w, act, n);
+            const float before = ref->dot[t](n, w, act);
+            /* the element of largest activation in block 1, its level moved towards the middle */
+            int j = 0;
+            for (int l = 1; l < 32; l++)
+                if (abs(act[1].qs[l]) > abs(act[1].qs[j]))
+                    j = l;
+            uint8_t *q = w + qt_get(t)->block_bytes +
+                         (t == QT_Q4_0 ? offsetof(qt_block_q4_0, qs) + j % 16 : offsetof(qt_block_q8_0, qs) + j);
+            if (t == QT_Q8_0)
+                *q = (uint8_t)((int8_t)*q + ((int8_t)*q > 0 ? -1 : 1));
+            else if (j < 16)
+                *q = (uint8_t)((*q & 0xF0) | (((*q & 0xF) + ((*q & 0xF) > 8 ? -1 : 1)) & 0xF));
+            else
+                *q = (uint8_t)((*q & 0x0F) | ((((*q >> 4) + ((*q >> 4) > 8 ? -1 : 1)) & 0xF) << 4));
+            const float after = ref->dot[t](n, w, act);
+            ck_assert_msg(fabs((double)after - before) > 10 * tol,
+                          "%s seed %llu: a one-level change (%g) is within 10x the tolerance (%g)", qt_name(t),
+                          (unsigned long long)seed, fabs((double)after - before), tol);
+            free(w);
+            free(x);
+        }
+}
+END_TEST
+
+/* ---- activation quantizers ---------------------------------------------- */
+
+typedef enum act_pattern {
+    ACT_GAUSS,
+    ACT_ZERO,
+    ACT_TIES,     /* levels landing exactly between two integers */
+    ACT_TWIN_MAX, /* the largest magnitude twice, negative first: Q8_K must take the first */
+    ACT_WIDE,     /* block magnitudes from 2^-100 to 2^60 */
+    ACT_PATTERNS
+} act_pattern;
+
+static void make_act_input(float *x, int n, int block, act_pattern p, uint64_t *s)
+{
+    for (int j = 0; j < n; j++)
+        x[j] = rng_gauss(s);
+    for (int b = 0; b < n; b += block) {
+        float *xb = x + b;
+        switch (p) {
+        case ACT_ZERO: memset(xb, 0, (size_t)block * sizeof *xb); break;
+        case ACT_TIES:
+            /* max 127 makes the scale 1 (Q8_0/Q8_1) or -1 (Q8_K), so k + 0.5 is an exact tie */
+            for (int j = 0; j < block; j++)
+                xb[j] = (float)((int)(rng_next(s) % 200) - 100) + 0.5f;
+            xb[rng_next(s) % block] = 127.0f;
+            break;
+        case ACT_TWIN_MAX: {
+            int first = (int)(rng_next(s) % (block - 1)), second = first + 1 + (int)(rng_next(s) % (block - 1 - first));
+            xb[first] = -9.0f;
+            xb[second] = 9.0f;
+            break;
+        }
+        case ACT_WIDE: {
+            float scale = (float)ldexp(1.0, (int)(rng_next(s) % 161) - 100);
+            for (int j = 0; j < block; j++)
+                xb[j] *= scale;
+            break;
+        }
+        default: break;
+        }
+    }
+}
+
+/* Levels may differ by one where an exact tie rounds differently; scales must match. */
+static void compare_act_blocks(qt_type at, const uint8_t *want, const uint8_t *got, int n, const char *what)
+{
+    const size_t block = qt_get(at)->block_bytes;
+    for (int b = 0; b < n / (int)qt_get(at)->block_elems; b++, want += block, got += block) {
+        const int8_t *qw, *qg;
+        int nq;
+        if (at == QT_Q8_K) {
+            const qt_block_q8_k *w = (const void *)want, *g = (const void *)got;
+            ck_assert_msg(memcmp(&w->d, &g->d, sizeof w->d) == 0, "%s block %d: d %g, ref %g", what, b, g->d, w->d);
+            for (int k = 0; k < QK_K / 16; k++) {
+                int sum = 0;
+                for (int l = 0; l < 16; l++)
+                    sum += g->qs[16 * k + l];
+                ck_assert_msg(g->bsums[k] == sum, "%s block %d: bsums[%d] = %d, its levels sum to %d", what, b, k,
+                              g->bsums[k], sum);
+            }
+            qw = w->qs, qg = g->qs, nq = QK_K;
+        } else if (at == QT_Q8_1) {
+            const qt_block_q8_1 *w = (const void *)want, *g = (const void *)got;
+            ck_assert_msg(w->d == g->d, "%s block %d: d %#x, ref %#x", what, b, g->d, w->d);
+            int sw = 0, sg = 0;
+            for (int l = 0; l < QK8_1; l++)
+                sw += w->qs[l], sg += g->qs[l];
+            /* s = d·Σqs: equal when the sums are, else off by d per level of difference */
+            double tol =
+                sw == sg ? 0 : fabs(qt_f16_to_f32(w->d)) * abs(sw - sg) * 1.01 + fabs(qt_f16_to_f32(w->s)) * 0x1p-10;
+            ck_assert_msg(g->s == w->s || fabs((double)qt_f16_to_f32(g->s) - qt_f16_to_f32(w->s)) <= tol,
+                          "%s block %d: s %g, ref %g", what, b, qt_f16_to_f32(g->s), qt_f16_to_f32(w->s));
+            qw = w->qs, qg = g->qs, nq = QK8_1;
+        } else {
+            const qt_block_q8_0 *w = (const void *)want, *g = (const void *)got;
+            ck_assert_msg(w->d == g->d, "%s block %d: d %#x, ref %#x", what, b, g->d, w->d);
+            qw = w->qs, qg = g->qs, nq = QK8_0;
+        }
+        for (int l = 0; l < nq; l++) {
+            ck_assert_msg(abs(qw[l] - qg[l]) <= 1, "%s block %d level %d: %d, ref %d", what, b, l, qg[l], qw[l]);
+            /* the x86 dot kernels negate activation levels: -128 would overflow */
+            ck_assert_msg(qg[l] != -128, "%s block %d level %d is -128", what, b, l);
+        }
+    }
+}
+
+START_TEST(test_quantize_matches_ref)
+{
+    const qt_type at = act_types[_i];
+    const int block = (int)qt_get(at)->block_elems;
+    static const int n_blocks[] = {1, 2, 3, 16, 17};
+    for (int v = 0; v < n_variants(); v++) {
+        const char *name;
+        const kern_ops *k = variant(v, &name);
+        ck_assert_ptr_nonnull(k->quantize[at]);
+        for (int p = 0; p < ACT_PATTERNS; p++)
+            for (size_t j = 0; j < sizeof n_blocks / sizeof *n_blocks; j++) {
+                uint64_t s = 77 + 10 * j + (uint64_t)p;
+                int n = n_blocks[j] * block;
+                size_t bytes = qt_row_bytes(at, n);
+                float *x = malloc((size_t)n * sizeof *x);
+                uint8_t *want = malloc(bytes), *got = malloc(bytes);
+                ck_assert(x && want && got);
+                make_act_input(x, n, block, (act_pattern)p, &s);
+                qt_quantize_row(at, x, want, n);
+                k->quantize[at](x, got, n);
+                char what[96];
+                snprintf(what, sizeof what, "%s quantize %s pattern %d n=%d", name, qt_name(at), p, n);
+                compare_act_blocks(at, want, got, n, what);
+                free(x);
+                free(want);
+                free(got);
+            }
+    }
+}
+END_TEST
+
+/* ---- f16 helpers -------------------------------------------------------- */
+
+static const int lengths_f16[] = {0, 1, 5, 8, 13, 16, 31, 64, 67, 1000};
+
+START_TEST(test_axpy_f16_matches_ref)
+{
+    const kern_ops *ref = kern_ref();
+    for (int v = 0; v < n_variants(); v++) {
+        const char *name;
+        const kern_ops *k = variant(v, &name);
+        for (size_t li = 0; li < sizeof lengths_f16 / sizeof *lengths_f16; li++) {
+            uint64_t s = 5 + li;
+            const int n = lengths_f16[li], pad = 8;
+            qt_f16 *x = malloc((size_t)(n + 1) * sizeof *x);
+            float *y0 = malloc((size_t)(n + pad) * sizeof *y0), *yr = malloc((size_t)(n + pad) * sizeof *yr),
+                  *yk = malloc((size_t)(n + pad) * sizeof *yk);
+            ck_assert(x && y0 && yr && yk);
+            for (int j = 0; j < n; j++) /* every f16 pattern but inf/nan, subnormals included */
+                do
+                    x[j] = (qt_f16)rng_next(&s);
+                while ((x[j] & 0x7c00) == 0x7c00);
+            for (int j = 0; j < n + pad; j++)
+                y0[j] = rng_gauss(&s);
+            const float a = rng_gauss(&s);
+            memcpy(yr, y0, (size_t)(n + pad) * sizeof *y0);
+            memcpy(yk, y0, (size_t)(n + pad) * sizeof *y0);
+            ref->axpy_f16(n, a, x, yr);
+            k->axpy_f16(n, a, x, yk);
+            for (int j = 0; j < n; j++) {
+                /* ref rounds a·x and then the sum, a fused multiply-add only the sum:
+                 * |diff| <= 2u·|y + a·x| + u·|a·x| <= 3u·(|y| + |a·x|) */
+                double ax = fabs((double)a * qt_f16_to_f32(x[j]));
+                double tol = 3 * 0x1p-24 * (fabs((double)y0[j]) + ax) * 1.01;
+                ck_assert_msg(fabs((double)yk[j] - yr[j]) <= tol, "%s axpy_f16 n=%d [%d]: %.9g, ref %.9g", name, n, j,
+                              yk[j], yr[j]);
+            }
+            for (int j = n; j < n + pad; j++)
+                ck_assert_msg(yk[j] == y0[j], "%s axpy_f16 n=%d wrote y[%d] past the end", name, n, j);
+            free(x);
+            free(y0);
+            free(yr);
+            free(yk);
+        }
+    }
+}
+END_TEST
+
+static bool f16_is_nan(qt_f16 h) { return (h & 0x7c00) == 0x7c00 && (h & 0x3ff); }
+
+START_TEST(test_f32_to_f16_exact)
+{
+    const kern_ops *ref = kern_ref();
+    enum { N = 4096 + 5, PAD = 8 };
+    static float x[N];
+    static qt_f16 yr[N + PAD], yk[N + PAD];
+    uint64_t s = 99;
+    for (int j = 0; j < N; j++) {
+        switch (j % 6) {
+        case 0: x[j] = rng_gauss(&s); break;
+        case 1: { /* every exponent from f16-subnormal range to overflow */
+            uint32_t bits = (uint32_t)(rng_next(&s) & 0x807fffffu) | (uint32_t)(96 + rng_next(&s) % 50) << 23;
+            memcpy(&x[j], &bits, 4);
+            break;
+        }
+        case 2: { /* exact ties: halfway between two adjacent halves */
+            qt_f16 h = (qt_f16)(rng_next(&s) % 0x7bff);
+            x[j] = (qt_f16_to_f32(h) + qt_f16_to_f32((qt_f16)(h + 1))) / 2;
+            break;
+        }
+        case 3: x[j] = (float)(65504.0 + (double)(rng_next(&s) % 64)); break; /* around the overflow edge */
+        case 4: {
+            static const float special[] = {0.0f,       -0.0f,    INFINITY,        -INFINITY,
+                                            NAN,        65520.0f, -65519.996f,     0x1p-25f,
+                                            0x1.8p-25f, 0x1p-24f, 0x1.000002p-25f, 6.1035156e-5f};
+            x[j] = special[(j / 6) % (sizeof special / sizeof *special)];
+            break;
+        }
+        default: x[j] = (float)ldexp(rng_gauss(&s), -14 - (int)(rng_next(&s) % 12)); break; /* subnormal halves */
+        }
+    }
+    ref->f32_to_f16(N, x, yr);
+    for (int v = 0; v < n_variants(); v++) {
+        const char *name;
+        const kern_ops *k = variant(v, &name);
+        static const int lengths[] = {N, 1, 7, 8, 9, 23};
+        for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
+            const int n = lengths[li];
+            for (int j = 0; j < N + PAD; j++)
+                yk[j] = 0xabcd;
+            k->f32_to_f16(n, x, yk);
+            for (int j = 0; j < n; j++) /* NaN payloads may differ: only NaN-ness is compared */
+                ck_assert_msg(yk[j] == yr[j] || (f16_is_nan(yk[j]) && f16_is_nan(yr[j])),
+                              "%s f32_to_f16(%a) = %#x, ref %#x", name, (double)x[j], yk[j], yr[j]);
+            for (int j = n; j < n + PAD; j++)
+                ck_assert_msg(yk[j] == 0xabcd, "%s f32_to_f16 n=%d wrote y[%d] past the end", name, n, j);
+        }
+    }
+}
+END_TEST
+
+/* ---- tables and selection ----------------------------------------------- */
+
+/* The entries each SIMD variant implements itself: a table that quietly fell back to ref
+ * everywhere would pass every comparison above. */
+START_TEST(test_variants_implement_their_entries)
+{
+    const kern_ops *ref = kern_ref();
+    for (int v = 0; v < n_variants(); v++) {
+        const char *name;
+        const kern_ops *k = variant(v, &name);
+        ck_assert_str_eq(k->name, name);
+        for (int j = 0; j < N_DOT_TYPES; j++)
+            ck_assert_msg(k->dot[dot_types[j]], "%s has no dot for %s", name, qt_name(dot_types[j]));
+        for (size_t j = 0; j < sizeof act_types / sizeof *act_types; j++)
+            ck_assert_ptr_nonnull(k->quantize[act_types[j]]);
+        ck_assert(k->axpy_f16 && k->f32_to_f16);
+        if (k == ref)
+            continue;
+        for (int j = 0; j < N_DOT_TYPES; j++)
+            ck_assert_msg(k->dot[dot_types[j]] != ref->dot[dot_types[j]], "%s falls back to ref for dot %s", name,
+                          qt_name(dot_types[j]));
+        for (size_t j = 0; j < sizeof act_types / sizeof *act_types; j++)
+            ck_assert_msg(k->quantize[act_types[j]] != ref->quantize[act_types[j]],
+                          "%s falls back to ref for quantize %s", name, qt_name(act_types[j]));
+        ck_assert_msg(k->axpy_f16 != ref->axpy_f16 && k->f32_to_f16 != ref->f32_to_f16, "%s falls back to ref for f16",
+                      name);
+    }
+}
+END_TEST
+
+START_TEST(test_select_honours_env)
+{
+    const char *names[MAX_VARIANTS];
+    int nv = kern_available(names, MAX_VARIANTS);
+    ck_assert_int_ge(nv, 1);
+    ck_assert_str_eq(names[0], "ref");
+    const kern_ops *k;
+    err_info ei = {0};
+
+    for (int v = 0; v < nv; v++) {
+        ck_assert_int_eq(setenv("EDGELLM_KERNEL", names[v], 1), 0);
+        ck_assert_int_eq(kern_select(NULL, &k, &ei), 0);
+        ck_assert_str_eq(k->name, names[v]);
+        ck_assert_ptr_eq(k, kern_by_name(names[v]));
+    }
+    /* an explicit choice wins over the environment */
+    ck_assert_int_eq(setenv("EDGELLM_KERNEL", names[nv - 1], 1), 0);
+    ck_assert_int_eq(kern_select("ref", &k, &ei), 0);
+    ck_assert_ptr_eq(k, kern_ref());
+
+    /* unknown names, and known ones this binary or CPU cannot run, are refused by name */
+#if defined(__x86_64__)
+    static const char *const refused[] = {"bogus", "NEON", "neon", "Ref"};
+#else
+    static const char *const refused[] = {"bogus", "avx2", "avx512", "Ref"};
+#endif
+    for (size_t j = 0; j < sizeof refused / sizeof *refused; j++) {
+        ck_assert_int_eq(setenv("EDGELLM_KERNEL", refused[j], 1), 0);
+        k = NULL;
+        ck_assert_int_eq(kern_select(NULL, &k, &ei), -ERR_UNSUPPORTED);
+        ck_assert_msg(strstr(ei.msg, refused[j]) != NULL, "message '%s' does not name '%s'", ei.msg, refused[j]);
+        ck_assert_ptr_null(kern_by_name(refused[j]));
+    }
+    /* unset or empty: the best this CPU runs, i.e. the last one listed */
+    ck_assert_int_eq(setenv("EDGELLM_KERNEL", "", 1), 0);
+    ck_assert_int_eq(kern_select(NULL, &k, &ei), 0);
+    ck_assert_str_eq(k->name, names[nv - 1]);
+    ck_assert_int_eq(unsetenv("EDGELLM_KERNEL"), 0);
+    ck_assert_int_eq(kern_select(NULL, &k, &ei), 0);
+    ck_assert_str_eq(k->name, names[nv - 1]);
+}
+END_TEST
+
+/* ---- benchmark (EDGELLM_KERN_BENCH=1) ----------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* GB/s of weights streamed by rows x cols matrix-vector products, best of a few passes.
+ * "dram": copies of the matrix cycled so their total exceeds any last-level cache, as in
+ * decode of a real model; "cache": one matrix again and again. */
+START_TEST(bench_matvec)
+{
+    enum { ROWS = 5632, COLS = 2048, COPIES = 24, PASSES = 3 };
+    static const qt_type types[] = {QT_Q4_0, QT_Q4_K, QT_Q8_0, QT_Q6_K};
+    uint64_t s = 2024;
+    float *x = make_floats(COLS, FILL_QUANTIZED, &s), *f = malloc((size_t)COLS * sizeof *f);
+    printf("kern bench: %dx%d matrix x vector, single thread, GB/s of weights (dram: %d copies cycled)\n", ROWS, COLS,
+           COPIES);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const qt_type t = types[ti];
+        const size_t row_bytes = qt_row_bytes(t, COLS), mat_bytes = row_bytes * ROWS;
+        uint8_t *m = malloc(mat_bytes * COPIES);
+        ck_assert_ptr_nonnull(m);
+        for (int r = 0; r < ROWS; r++) {
+            for (int j = 0; j < COLS; j++)
+                f[j] = rng_gauss(&s);
+            qt_quantize_row(t, f, m + r * row_bytes, COLS);
+        }
+        for (int c = 1; c < COPIES; c++)
+            memcpy(m + c * mat_bytes, m, mat_bytes);
+        void *act = malloc(kern_act_bytes(t, COLS));
+        kern_prepare_act(kern_ref(), t, x, act, COLS);
+        for (int v = 0; v < n_variants(); v++) {
+            const char *name;
+            const kern_ops *k = variant(v, &name);
+            double best_dram = 0, best_cache = 0;
+            volatile float sink = 0;
+            for (int pass = 0; pass < PASSES; pass++) {
+                int copies = strcmp(name, "ref") == 0 ? 2 : COPIES; /* ref is slow: fewer rows */
+                double t0 = now_s();
+                for (int c = 0; c < copies; c++)
+                    for (int r = 0; r < ROWS; r++)
+                        sink += k->dot[t](COLS, m + c * mat_bytes + r * row_bytes, act);
+                double t1 = now_s();
+                for (int c = 0; c < copies; c++)
+                    for (int r = 0; r < ROWS; r++)
+                        sink += k->dot[t](COLS, m + r * row_bytes, act);
+                double t2 = now_s();
+                double gb = (double)mat_bytes * copies / 1e9;
+                if (gb / (t1 - t0) > best_dram)
+                    best_dram = gb / (t1 - t0);
+                if (gb / (t2 - t1) > best_cache)
+                    best_cache = gb / (t2 - t1);
+            }
+            printf("  %-5s %-7s dram %6.2f GB/s  cache %6.2f GB/s  (%.1f MB)\n", qt_name(t), name, best_dram,
+                   best_cache, mat_bytes / 1e6);
+            (void)sink;
+        }
+        free(act);
+        free(m);
+    }
+    free(x);
+    free(f);
+    fflush(stdout);
+}
+END_TEST
+
+static Suite *kern_suite(bool with_bench)
+{
+    Suite *s = suite_create("kern");
+    if (with_bench) {
+        TCase *tb = tcase_create("bench");
+        tcase_set_timeout(tb, 1200);
+        tcase_add_test(tb, bench_matvec);
+        suite_add_tcase(s, tb);
+    }
+    TCase *tc = tcase_create("dot");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_dot_matches_ref, 0, N_DOT_TYPES);
+    tcase_add_test(tc, test_dot_bound_catches_one_level);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("convert");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, test_quantize_matches_ref, 0, sizeof act_types / sizeof *act_types);
+    tcase_add_test(tc, test_axpy_f16_matches_ref);
+    tcase_add_test(tc, test_f32_to_f16_exact);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("select");
+    tcase_add_test(tc, test_variants_implement_their_entries);
+    tcase_add_test(tc, test_select_honours_env);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    const char *b = getenv("EDGELLM_KERN_BENCH");
+    SRunner *sr = srunner_create(kern_suite(b && *b && strcmp(b, "0") != 0));
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
