@@ -625,7 +625,10 @@ int tok_stream_push(const tok_vocab *v, tok_stream *s, int32_t id, char *out, in
     size_t total = (size_t)(held + len), done = utf8_complete_prefix(out, total);
     s->n_held = (int)(total - done);
     memcpy(s->held, out + done, (size_t)s->n_held);
-    return (int)done;
+    /* the released part may still hold bytes no continuation can mend (a lead byte followed
+     * by ASCII, a stray continuation byte): they become U+FFFD, so callers get valid UTF-8 */
+    long valid = utf8_sanitize(out, done, (size_t)cap);
+    return valid < 0 ? -ERANGE : (int)valid;
 }
 
 int tok_stream_flush(tok_stream *s, char *out, int cap)

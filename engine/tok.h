@@ -69,7 +69,8 @@ int tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_bos, b
 int tok_piece(const tok_vocab *v, int32_t id, bool render_special, char *buf, int cap);
 
 /* Incremental detokenizer for streaming: feeds one token at a time and releases only
- * complete UTF-8 characters, holding back a split multi-byte sequence until it completes.
+ * complete, valid UTF-8 characters, holding back a split multi-byte sequence until it
+ * completes; bytes that can never form a character are released as U+FFFD.
  * Plain value type; initialise with tok_stream_init. */
 typedef struct tok_stream {
     char held[8];   /* bytes of an incomplete UTF-8 character */

@@ -2,6 +2,7 @@
 #include "utf8.h"
 
 #include <stdbool.h>
+#include <string.h>
 
 int utf8_len(uint8_t b)
 {
@@ -76,15 +77,51 @@ size_t utf8_complete_prefix(const char *s, size_t n)
             continue; /* continuation byte: keep looking for the lead */
         int len = utf8_len(b);
         if (len > 1 && (size_t)len > back) {
-            /* a lead whose continuation bytes so far are all valid: may still complete */
+            /* a lead whose continuation bytes so far are all valid: may still complete,
+             * unless the first one already makes it an overlong form, a surrogate or a
+             * value past U+10FFFF (E0 80, ED A0, F0 80, F4 90), which no byte can mend */
             bool ok = true;
             for (size_t i = 1; i < back; i++)
                 ok = ok && (u[n - back + i] & 0xC0) == 0x80;
+            if (ok && back >= 2) {
+                uint8_t c = u[n - back + 1];
+                ok = !((b == 0xE0 && c < 0xA0) || (b == 0xED && c > 0x9F) || (b == 0xF0 && c < 0x90) ||
+                       (b == 0xF4 && c > 0x8F));
+            }
             return ok ? n - back : n;
         }
         return n;
     }
     return n;
+}
+
+long utf8_sanitize(char *s, size_t len, size_t cap)
+{
+    size_t out_len = 0;
+    uint32_t cp;
+    for (size_t i = 0; i < len;) {
+        int n = utf8_decode(s + i, len - i, &cp);
+        out_len += cp == UTF8_REPLACEMENT && n == 1 ? 3 : (size_t)n; /* a real U+FFFD is 3 bytes too */
+        i += (size_t)n;
+    }
+    if (out_len == len)
+        return (long)len; /* every byte belonged to a valid character */
+    if (out_len > cap)
+        return -1;
+    /* move the input to the end of the buffer, then rewrite it from the start: the output
+     * never overtakes the unread input because it is never shorter than the input */
+    size_t in = cap - len;
+    memmove(s + in, s, len);
+    size_t o = 0;
+    while (in < cap) {
+        int n = utf8_decode(s + in, cap - in, &cp);
+        if (cp == UTF8_REPLACEMENT && n == 1)
+            o += (size_t)utf8_encode(UTF8_REPLACEMENT, s + o);
+        else
+            memmove(s + o, s + in, (size_t)n), o += (size_t)n;
+        in += (size_t)n;
+    }
+    return (long)o;
 }
 
 /* GPT-2's table: printable Latin-1 bytes map to themselves; the other 68 bytes map, in

@@ -23,6 +23,11 @@ int utf8_encode(uint32_t cp, char *out);
  * an incomplete trailing sequence (which may still be completed by more bytes) is excluded. */
 size_t utf8_complete_prefix(const char *s, size_t n);
 
+/* Replaces, in place, every byte of s[0..len) that does not start a valid character with
+ * U+FFFD (3 bytes), so the text is valid UTF-8. Returns the new length, or -1 (s untouched)
+ * if it would exceed cap. Valid input is left as it is at the cost of one scan. */
+long utf8_sanitize(char *s, size_t len, size_t cap);
+
 /* GPT-2 byte-level BPE maps every byte to a printable code point (e.g. ' ' -> U+0120 'Ġ').
  * byte -> code point, and the inverse (-1 when cp is not the image of a byte). */
 uint32_t utf8_byte_to_cp(uint8_t b);
