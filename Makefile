@@ -12,6 +12,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 SHARED  ?= ../shared
 MODEL   ?= $(BUILD)/demo.gguf
+PORT    ?= 8080
 
 ARCH := $(shell $(CC) -dumpmachine | sed 's/-.*//')
 
@@ -45,12 +46,11 @@ module_srcs = $(filter-out %_main.c $(KERN_SKIP),$(wildcard $(1)/*.c))
 module_lib  = $(BUILD)/lib$(1).a
 LIBS := $(foreach m,daemon api tools config engine,$(call module_lib,$(m)))
 
-PROGS := $(BUILD)/edgellm $(wildcard daemon/edgellmd_main.c)
 PROGS := $(BUILD)/edgellm $(if $(wildcard daemon/edgellmd_main.c),$(BUILD)/edgellmd)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 
-.PHONY: all deps print-deb-pkgs run test check-unit check-integration asan bench clean install uninstall help
+.PHONY: all deps run test check-unit check-integration test-aarch64 asan bench clean install uninstall help
 all: $(PROGS)
 
 help:
@@ -58,6 +58,7 @@ help:
 	@echo "make run        install missing packages, build, run on the demo model (MODEL=file.gguf for another)"
 	@echo "make test       install missing packages, build, run every suite"
 	@echo "make asan       the tests again under AddressSanitizer + UBSan (in build-asan/)"
+	@echo "make test-aarch64  cross-build the engine suites for aarch64 and run them under qemu"
 	@echo "make bench      benchmark"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 
@@ -85,28 +86,22 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(LIBS)
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
 # ---- set-up ---------------------------------------------------------------
-# Debian/Ubuntu packages the build and tests need; installed only when missing.
-DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libsqlite3-dev \
-            check libpcre2-dev libcurl4-openssl-dev curl python3
-print-deb-pkgs:
-	@echo $(DEB_PKGS)
-
+# Missing Debian/Ubuntu packages are installed by tools/deps.sh (sudo when not root).
 deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
-	@# pkg-config answers feed the variables above: re-run make so they are read after an install
+	@tools/deps.sh
 	@pkg-config --exists $(PKGS) check || { echo "pkg-config cannot find: $(PKGS) check" >&2; exit 1; }
 
 $(BUILD)/demo.gguf: $(BUILD)/edgellm
 	$(BUILD)/edgellm mkmodel --shape demo --type Q8_0 -o $@
 
+# `make run`: the daemon on the demo model (or MODEL=file.gguf), on 127.0.0.1:$(PORT) and a
+# Unix socket next to the binaries.
 run: deps
 	@$(MAKE) --no-print-directory all $(MODEL)
-	$(BUILD)/edgellm run -m $(MODEL) -p "Once upon a time" -n 48
+	@echo "try: curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":32}'"
+	@echo " or: curl -s --unix-socket $(BUILD)/edgellmd.sock http://localhost/v1/models"
+	@echo " or: $(BUILD)/edgellm chat --socket $(BUILD)/edgellmd.sock"
+	$(BUILD)/edgellmd --model $(MODEL) --port $(PORT) --socket $(BUILD)/edgellmd.sock
 
 # ---- tests ----------------------------------------------------------------
 test: deps
@@ -121,6 +116,22 @@ check-integration: $(PROGS)
 	@fail=0; for s in $(wildcard tests/integ_*.sh); do \
 	  echo "== $$s"; SHARED=$(SHARED) EDGELLM_BUILD=$(BUILD) bash $$s || fail=1; \
 	done; exit $$fail
+
+# aarch64 (Raspberry Pi 5, Jetson): cross-build the engine and its suites, run them under
+# qemu on a CPU with dotprod (NEON kernels) and one without (Pi 4: ref only). Only engine/
+# is built, since the daemon's libraries are not installed for arm64. Check's fork mode
+# hangs under qemu-user, hence CK_FORK=no.
+AARCH64_CC    ?= aarch64-linux-gnu-gcc
+AARCH64_TESTS ?= test_kern test_model test_tok
+test-aarch64:
+	@tools/deps.sh --aarch64
+	PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+	$(MAKE) --no-print-directory CC=$(AARCH64_CC) BUILD=$(BUILD)-aarch64 PKGS="libpcre2-8 libcjson" \
+	  LIBS=$(BUILD)-aarch64/libengine.a $(AARCH64_TESTS:%=$(BUILD)-aarch64/tests/%)
+	@for t in $(AARCH64_TESTS); do for cpu in max cortex-a72; do \
+	  echo "== $$t (qemu-aarch64 -cpu $$cpu)"; \
+	  CK_FORK=no SHARED=$(SHARED) qemu-aarch64-static -cpu $$cpu -L /usr/aarch64-linux-gnu $(BUILD)-aarch64/tests/$$t || exit 1; \
+	done; done
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \

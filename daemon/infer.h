@@ -1,0 +1,65 @@
+/* infer — the daemon's hold on the engine: the loaded model, its chat format, and the one
+ * session the worker generates with; turning a request into prompt tokens, and running one
+ * job through gen_run while writing its answer into the job's channel.
+ *
+ * Threads: infer_open may run anywhere (it is slow: it maps and validates the model).
+ * infer_start and infer_run belong to the worker thread (the thread pool they create must
+ * be driven by the thread that made it). infer_prompt, infer_tokenize and infer_detokenize
+ * only read the model and may run on any thread, concurrently with the worker.
+ * Not here: queueing (sched.h), HTTP (api/), choosing routes (router.h). */
+#ifndef EDGELLM_INFER_H
+#define EDGELLM_INFER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api/job.h"
+#include "api/req.h"
+#include "config/cfg.h"
+#include "engine/chat.h"
+#include "engine/err.h"
+
+typedef struct infer infer;
+
+/* Opens the model named by c->model and picks its chat format (c->chat_template, else the
+ * GGUF's template, else chatml). c is copied. */
+int infer_open(infer **out, const cfg *c, err_info *ei);
+/* Creates the thread pool, session and generation context. Worker thread, once. */
+int infer_start(infer *in, err_info *ei);
+void infer_close(infer *in);
+
+/* Model id clients name in requests: the file name without directory and ".gguf". */
+const char *infer_model_id(const infer *in);
+const char *infer_model_path(const infer *in);
+const char *infer_arch(const infer *in);
+int32_t infer_n_ctx(const infer *in);          /* valid after infer_start */
+uint64_t infer_weight_bytes(const infer *in);
+chat_family infer_chat_family(const infer *in);
+/* How the chat format was chosen: "flag", "model" or "fallback" (none recognised). */
+const char *infer_chat_source(const infer *in);
+
+/* Prompt tokens of a chat (rendered, special tokens parsed) or completion (plain text)
+ * request, BOS added where the vocabulary asks. *tokens is malloc'd, caller frees.
+ * -ERR_CONTEXT_FULL when the prompt leaves no room to generate in n_ctx. */
+int infer_prompt(const infer *in, const api_req *r, int32_t **tokens, int32_t *n, err_info *ei);
+
+/* One job as the router hands it to the worker. */
+typedef struct infer_task {
+    const int32_t *prompt;
+    int32_t n_prompt;
+    int32_t max_tokens;
+    int64_t deadline_ns;     /* sched_now_ns base; generation ends there (finish "length") */
+} infer_task;
+
+/* Generates job's answer into its channel (SSE frames when the request streams, plain
+ * text otherwise) and fills res (code, finish_reason, counts, timings other than queue_ms
+ * and total_ms). Worker thread. Never allocates per token. */
+void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res);
+
+/* /tokenize: ids of r->prompt, and with r->with_pieces their text, as a JSON body
+ * ({"tokens":[...]} or {"tokens":[{"id":..,"piece":".."}...]}); *json malloc'd. */
+int infer_tokenize(const infer *in, const api_req *r, char **json, err_info *ei);
+/* /detokenize: {"content":"..."} for r->tokens; -ERR_RANGE names an id outside the vocab. */
+int infer_detokenize(const infer *in, const api_req *r, char **json, err_info *ei);
+
+#endif

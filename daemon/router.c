@@ -1,0 +1,511 @@
+/* router — see router.h. A completion goes: checks that need no engine (draining, model
+ * state, model name) -> prompt tokens (on the connection thread, so a prompt that cannot
+ * fit is a 400 before it ever waits) -> job with its data -> scheduler. The worker runs it
+ * (run_job) or the queue gives it back (drop_job); either way it finishes the job exactly
+ * once, and the connection thread sends whatever the job says. */
+#include "router.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/metrics.h"
+#include "daemon/sched.h"
+
+typedef enum model_state { MODEL_NONE, MODEL_LOADING, MODEL_STARTING, MODEL_READY, MODEL_FAILED } model_state;
+
+/* Response channel per job: frames are a few hundred bytes, so this holds many tokens of
+ * slack before a slow reader makes the worker wait. */
+enum { JOB_RING_BYTES = 64 * 1024 };
+
+struct router {
+    const cfg *c;
+    api_handler h;
+    sched *sched;
+    metrics *metrics;
+    infer *in;                 /* written before state becomes STARTING, freed in router_free */
+    _Atomic int state;         /* model_state */
+    char fail_msg[ERR_MSG_MAX];
+    atomic_bool draining;
+    void (*wake)(void *);
+    void *wake_ud;
+    int64_t start_ns;
+    long long loaded_at;       /* Unix time the model was loaded, /v1/models "created" */
+    _Atomic uint64_t counter;  /* ids and default seeds */
+    uint64_t salt;
+    char start_item;           /* address queued to make the worker call infer_start */
+};
+
+/* What the router keeps with each job (api_job_user). */
+typedef struct job_data {
+    int32_t *tokens;
+    int32_t n_tokens;
+    int32_t max_tokens;
+    int64_t submit_ns, deadline_ns;
+    _Atomic int64_t start_ns;  /* when the worker took it; 0 while waiting */
+} job_data;
+
+static void job_data_free(void *p)
+{
+    job_data *d = p;
+    if (d)
+        free(d->tokens);
+    free(d);
+}
+
+/* splitmix64: distinct, well-mixed 64-bit values from a counter. */
+static uint64_t next_random(router *r)
+{
+    uint64_t z = r->salt + 0x9e3779b97f4a7c15ULL * (atomic_fetch_add(&r->counter, 1) + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double ms_between(int64_t a_ns, int64_t b_ns)
+{
+    return (double)(b_ns - a_ns) / 1e6;
+}
+
+/* ---- worker side ------------------------------------------------------------------ */
+
+static void finish_job(router *r, api_job *job, api_result *res)
+{
+    job_data *d = api_job_user(job);
+    res->total_ms = ms_between(d->submit_ns, sched_now_ns());
+    metrics_job(r->metrics, res);
+    api_job_finish(job, res);
+    api_job_unref(job); /* the queue's reference */
+    r->wake(r->wake_ud);
+}
+
+static void start_model(router *r)
+{
+    err_info ei = {0};
+    int rc = infer_start(r->in, &ei);
+    if (rc < 0) {
+        snprintf(r->fail_msg, sizeof r->fail_msg, "%s", err_text(&ei, rc));
+        atomic_store(&r->state, MODEL_FAILED);
+    } else {
+        atomic_store(&r->state, MODEL_READY);
+    }
+    r->wake(r->wake_ud);
+}
+
+static void run_job(void *ud, void *item)
+{
+    router *r = ud;
+    if (item == &r->start_item) {
+        start_model(r);
+        return;
+    }
+    api_job *job = item;
+    job_data *d = api_job_user(job);
+    int64_t now = sched_now_ns();
+    atomic_store(&d->start_ns, now);
+    api_result res = {.queue_ms = ms_between(d->submit_ns, now)};
+    if (api_job_cancelled(job)) {
+        res.code = -ERR_CANCELLED; /* its client left just as it reached the worker */
+        snprintf(res.message, sizeof res.message, "cancelled");
+    } else {
+        infer_task t = {d->tokens, d->n_tokens, d->max_tokens, d->deadline_ns};
+        infer_run(r->in, job, &t, &res);
+    }
+    if (res.code == -ERR_CANCELLED || (res.code == 0 && !res.finish_reason)) {
+        metrics_cancelled(r->metrics);
+        /* How fast a hang-up stops the work: the promise is one token or one prefill chunk. */
+        fprintf(stderr,
+                "edgellmd: cancelled %s after %d tokens: %d more after the client left, stopped %.2f ms after it "
+                "(%.2f ms per token)\n",
+                api_job_sse(job)->id, res.n_generated, res.n_after_cancel, api_job_ms_since_cancel(job),
+                res.n_generated > 0 ? res.decode_ms / res.n_generated : 0.0);
+    }
+    finish_job(r, job, &res);
+}
+
+static void drop_job(void *ud, void *item, int code)
+{
+    router *r = ud;
+    if (item == &r->start_item)
+        return; /* stopped before the model started: nothing to answer */
+    api_job *job = item;
+    job_data *d = api_job_user(job);
+    api_result res = {.code = code, .queue_ms = ms_between(d->submit_ns, sched_now_ns())};
+    if (code == -ERR_TIMEOUT)
+        snprintf(res.message, sizeof res.message, "the request waited %.0f ms in the queue and passed its deadline",
+                 res.queue_ms);
+    else
+        snprintf(res.message, sizeof res.message, "the server is shutting down");
+    finish_job(r, job, &res);
+}
+
+/* ---- connection side -------------------------------------------------------------- */
+
+static bool model_usable(router *r, api_call *call)
+{
+    switch ((model_state)atomic_load(&r->state)) {
+    case MODEL_READY:
+        return true;
+    case MODEL_LOADING:
+    case MODEL_STARTING:
+        api_call_error(call, API_E_LOADING, "the model is still loading; retry shortly");
+        call->retry_after_s = 1;
+        return false;
+    case MODEL_FAILED:
+        api_call_error(call, API_E_NO_MODEL, "the model failed to load: %s", r->fail_msg);
+        return false;
+    case MODEL_NONE:
+        break;
+    }
+    api_call_error(call, API_E_NO_MODEL, "no model is loaded: start edgellmd with --model FILE.gguf");
+    return false;
+}
+
+static void submit(router *r, api_call *call)
+{
+    api_req *req = call->req;
+    if (atomic_load(&r->draining)) {
+        api_call_error(call, API_E_SHUTTING_DOWN, "the server is shutting down");
+        return;
+    }
+    if (!model_usable(r, call))
+        return;
+    const char *id = infer_model_id(r->in);
+    if (req->model[0] && strcmp(req->model, id)) {
+        api_call_error(call, API_E_MODEL_NOT_FOUND, "model '%.200s' does not exist; this server serves '%s'", req->model,
+                       id);
+        return;
+    }
+    err_info ei = {0};
+    job_data *d = calloc(1, sizeof *d);
+    if (!d) {
+        api_call_error(call, API_E_INTERNAL, "out of memory");
+        return;
+    }
+    int rc = infer_prompt(r->in, req, &d->tokens, &d->n_tokens, &ei);
+    if (rc < 0) {
+        job_data_free(d);
+        api_call_error(call, api_err_from_code(rc), "%s", err_text(&ei, rc));
+        return;
+    }
+    d->max_tokens = req->max_tokens > 0 ? req->max_tokens : r->c->max_tokens;
+    d->submit_ns = sched_now_ns();
+    double timeout_ms = req->timeout_s > 0 ? req->timeout_s * 1e3 : r->c->timeout_ms;
+    d->deadline_ns = d->submit_ns + (int64_t)(timeout_ms * 1e6);
+    if (!req->seed_set)
+        req->sampling.seed = next_random(r);
+    api_job *job;
+    if ((rc = api_job_new(&job, req, JOB_RING_BYTES, &ei)) < 0) {
+        job_data_free(d);
+        api_call_error(call, API_E_INTERNAL, "%s", err_text(&ei, rc));
+        return;
+    }
+    call->req = NULL; /* the job owns it now */
+    api_job_set_user(job, d, job_data_free);
+    api_sse_init(api_job_sse(job), req->kind == API_KIND_CHAT, id, next_random(r), (long long)time(NULL));
+    api_job_ref(job); /* one for the queue, one for the connection */
+    if ((rc = sched_submit(r->sched, job, d->deadline_ns)) < 0) {
+        api_job_unref(job);
+        api_job_unref(job);
+        if (rc == -ERR_BUSY) {
+            api_call_error(call, API_E_QUEUE_FULL, "the queue is full (%d waiting); retry later", r->c->queue);
+            call->retry_after_s = sched_retry_after_s(r->sched);
+        } else {
+            api_call_error(call, API_E_SHUTTING_DOWN, "the server is shutting down");
+        }
+        return;
+    }
+    call->job = job;
+    r->wake(r->wake_ud);
+}
+
+static void reply_json(api_call *call, int status, cJSON *root)
+{
+    char *text = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    api_call_reply(call, status, NULL, text);
+}
+
+static void reply_health(router *r, api_call *call)
+{
+    model_state s = (model_state)atomic_load(&r->state);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "status", router_model_state(r));
+    if (s == MODEL_NONE)
+        cJSON_AddStringToObject(root, "message", "no model is loaded: start edgellmd with --model FILE.gguf");
+    if (s == MODEL_FAILED)
+        cJSON_AddStringToObject(root, "message", r->fail_msg);
+    reply_json(call, s == MODEL_READY ? 200 : 503, root);
+}
+
+static void reply_models(router *r, api_call *call)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    if (atomic_load(&r->state) >= MODEL_STARTING && r->in) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "id", infer_model_id(r->in));
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", (double)r->loaded_at);
+        cJSON_AddStringToObject(m, "owned_by", "edgellm");
+        cJSON_AddItemToArray(data, m);
+    }
+    reply_json(call, 200, root);
+}
+
+typedef struct status_ctx {
+    cJSON *waiting;
+    cJSON *in_flight;
+    int64_t now;
+} status_ctx;
+
+static void status_visit(void *ctx, void *item, int position)
+{
+    status_ctx *sc = ctx;
+    api_job *job = item;
+    job_data *d = api_job_user(job);
+    if (!d)
+        return; /* the model start item */
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", api_job_sse(job)->id);
+    cJSON_AddBoolToObject(o, "stream", api_job_req(job)->stream);
+    if (position == 0) {
+        cJSON_AddNumberToObject(o, "running_ms", ms_between(atomic_load(&d->start_ns), sc->now));
+        cJSON_AddNumberToObject(o, "prompt_tokens", d->n_tokens);
+        sc->in_flight = o;
+    } else {
+        cJSON_AddNumberToObject(o, "position", position);
+        cJSON_AddNumberToObject(o, "waited_ms", ms_between(d->submit_ns, sc->now));
+        cJSON_AddItemToArray(sc->waiting, o);
+    }
+}
+
+static uint64_t rss_bytes(void)
+{
+    unsigned long long pages_total = 0, pages_rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &pages_total, &pages_rss) != 2)
+            pages_rss = 0;
+        fclose(f);
+    }
+    return (uint64_t)pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void reply_status(router *r, api_call *call)
+{
+    cJSON *root = cJSON_CreateObject();
+    model_state s = (model_state)atomic_load(&r->state);
+    cJSON_AddStringToObject(root, "status", router_model_state(r));
+    if (s >= MODEL_STARTING && r->in) {
+        cJSON *m = cJSON_AddObjectToObject(root, "model");
+        cJSON_AddStringToObject(m, "id", infer_model_id(r->in));
+        cJSON_AddStringToObject(m, "path", infer_model_path(r->in));
+        cJSON_AddStringToObject(m, "arch", infer_arch(r->in));
+        cJSON_AddNumberToObject(m, "n_ctx", s == MODEL_READY ? infer_n_ctx(r->in) : 0);
+        cJSON_AddStringToObject(m, "chat_template", chat_family_name(infer_chat_family(r->in)));
+        cJSON_AddStringToObject(m, "chat_template_source", infer_chat_source(r->in));
+        cJSON_AddNumberToObject(m, "weight_bytes", (double)infer_weight_bytes(r->in));
+    } else {
+        cJSON_AddNullToObject(root, "model");
+    }
+    sched_stats st;
+    sched_get_stats(r->sched, &st);
+    status_ctx sc = {.waiting = cJSON_CreateArray(), .now = sched_now_ns()};
+    sched_visit(r->sched, status_visit, &sc);
+    cJSON *q = cJSON_AddObjectToObject(root, "queue");
+    cJSON_AddNumberToObject(q, "depth", st.depth);
+    cJSON_AddNumberToObject(q, "capacity", st.capacity);
+    cJSON_AddItemToObject(q, "waiting", sc.waiting);
+    cJSON_AddNumberToObject(q, "served", (double)st.served);
+    cJSON_AddNumberToObject(q, "service_ms_ewma", st.service_ms_ewma);
+    if (sc.in_flight)
+        cJSON_AddItemToObject(root, "in_flight", sc.in_flight);
+    else
+        cJSON_AddNullToObject(root, "in_flight");
+    cJSON *mem = cJSON_AddObjectToObject(root, "memory");
+    cJSON_AddNumberToObject(mem, "rss_bytes", (double)rss_bytes());
+    cJSON_AddNumberToObject(mem, "weight_bytes", r->in && s >= MODEL_STARTING ? (double)infer_weight_bytes(r->in) : 0);
+    cJSON_AddNumberToObject(root, "uptime_s", ms_between(r->start_ns, sched_now_ns()) / 1e3);
+    cJSON_AddBoolToObject(root, "draining", atomic_load(&r->draining));
+    reply_json(call, 200, root);
+}
+
+static void reply_metrics(router *r, api_call *call)
+{
+    sched_stats st;
+    sched_get_stats(r->sched, &st);
+    metrics_gauges g = {
+        .queue_depth = st.depth,
+        .queue_capacity = st.capacity,
+        .busy = st.busy,
+        .model_ready = atomic_load(&r->state) == MODEL_READY,
+        .uptime_s = ms_between(r->start_ns, sched_now_ns()) / 1e3,
+        .retry_after_s = sched_retry_after_s(r->sched),
+    };
+    char *text = NULL;
+    err_info ei = {0};
+    int rc = metrics_render(r->metrics, &g, &text, &ei);
+    if (rc < 0)
+        api_call_error(call, API_E_INTERNAL, "%s", err_text(&ei, rc));
+    else
+        api_call_reply(call, 200, "text/plain; version=0.0.4", text);
+}
+
+static void reply_tokens(router *r, api_call *call)
+{
+    if (!model_usable(r, call))
+        return;
+    char *json = NULL;
+    err_info ei = {0};
+    int rc = call->route == API_ROUTE_TOKENIZE ? infer_tokenize(r->in, call->req, &json, &ei)
+                                               : infer_detokenize(r->in, call->req, &json, &ei);
+    if (rc < 0)
+        api_call_error(call, api_err_from_code(rc), "%s", err_text(&ei, rc));
+    else
+        api_call_reply(call, 200, NULL, json);
+}
+
+/* The route choice: one switch, so every route's handling is found here. */
+static void handle(void *ud, api_call *call)
+{
+    router *r = ud;
+    switch (call->route) {
+    case API_ROUTE_HEALTH: reply_health(r, call); break;
+    case API_ROUTE_MODELS: reply_models(r, call); break;
+    case API_ROUTE_STATUS: reply_status(r, call); break;
+    case API_ROUTE_METRICS: reply_metrics(r, call); break;
+    case API_ROUTE_CHAT:
+    case API_ROUTE_COMPLETIONS: submit(r, call); break;
+    case API_ROUTE_TOKENIZE:
+    case API_ROUTE_DETOKENIZE: reply_tokens(r, call); break;
+    case API_ROUTE_UNKNOWN: api_call_error(call, API_E_NOT_FOUND, "no such route"); break;
+    }
+}
+
+static void release(void *ud, api_job *job)
+{
+    router *r = ud;
+    if (sched_remove(r->sched, job)) {
+        /* Its client left while it waited: it leaves the queue now, never reaching the worker. */
+        metrics_cancelled(r->metrics);
+        api_job_unref(job);
+        r->wake(r->wake_ud);
+    } else if (!api_job_done(job, NULL)) {
+        api_job_cancel(job); /* running: gen_run stops at the next token or prefill chunk */
+    }
+    api_job_unref(job);
+}
+
+static void log_request(void *ud, const api_log *rec)
+{
+    router *r = ud;
+    metrics_request(r->metrics, rec->route, rec->status);
+    const api_result *res = rec->result;
+    fprintf(stderr, "edgellmd: %s %s %d queue_ms=%.1f prompt=%d gen=%d ms=%.1f%s\n", rec->method, rec->path,
+            rec->status, res ? res->queue_ms : 0.0, res ? res->n_prompt : 0, res ? res->n_generated : 0, rec->total_ms,
+            rec->client_gone ? " client_gone" : "");
+    r->wake(r->wake_ud); /* a drain may be waiting for the last answer to go out */
+}
+
+/* ---- life cycle ------------------------------------------------------------------- */
+
+int router_new(router **out, const cfg *c, void (*wake)(void *), void *wake_ud, err_info *ei)
+{
+    *out = NULL;
+    router *r = calloc(1, sizeof *r);
+    if (!r)
+        return err_set(ei, -ENOMEM, "out of memory");
+    r->c = c;
+    r->h = (api_handler){.ud = r, .handle = handle, .release = release, .log = log_request};
+    r->wake = wake;
+    r->wake_ud = wake_ud;
+    r->start_ns = sched_now_ns();
+    r->salt = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)r->start_ns;
+    atomic_init(&r->state, MODEL_NONE);
+    int rc = metrics_new(&r->metrics, ei);
+    if (rc == 0)
+        rc = sched_new(&r->sched, c->queue, run_job, drop_job, r, ei);
+    if (rc < 0) {
+        router_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void router_free(router *r)
+{
+    if (!r)
+        return;
+    if (r->sched)
+        router_drain(r, true);
+    sched_free(r->sched);
+    metrics_free(r->metrics);
+    infer_close(r->in);
+    free(r);
+}
+
+const api_handler *router_handler(router *r) { return &r->h; }
+
+void router_model_loading(router *r)
+{
+    atomic_store(&r->state, MODEL_LOADING);
+}
+
+void router_model_loaded(router *r, infer *in)
+{
+    r->in = in;
+    r->loaded_at = (long long)time(NULL);
+    atomic_store(&r->state, MODEL_STARTING);
+    /* The worker creates the session: its thread pool must belong to the thread that runs it. */
+    if (sched_submit(r->sched, &r->start_item, INT64_MAX) < 0)
+        router_model_failed(r, "the worker refused to start the model");
+}
+
+void router_model_failed(router *r, const char *message)
+{
+    snprintf(r->fail_msg, sizeof r->fail_msg, "%s", message);
+    atomic_store(&r->state, MODEL_FAILED);
+}
+
+const char *router_model_state(router *r)
+{
+    static const char *const names[] = {[MODEL_NONE] = "no_model", [MODEL_LOADING] = "loading",
+                                        [MODEL_STARTING] = "loading", [MODEL_READY] = "ok", [MODEL_FAILED] = "error"};
+    return names[atomic_load(&r->state)];
+}
+
+int64_t router_expire(router *r)
+{
+    sched_expire(r->sched, sched_now_ns());
+    return sched_next_deadline(r->sched);
+}
+
+static void cancel_running(void *ctx, void *item, int position)
+{
+    router *r = ctx;
+    if (position == 0 && item != &r->start_item)
+        api_job_cancel(item);
+}
+
+void router_drain(router *r, bool cancel_all)
+{
+    atomic_store(&r->draining, true);
+    sched_stop(r->sched, cancel_all);
+    if (cancel_all)
+        sched_visit(r->sched, cancel_running, r);
+}
+
+bool router_idle(router *r)
+{
+    sched_stats st;
+    sched_get_stats(r->sched, &st);
+    return st.depth == 0 && !st.busy;
+}

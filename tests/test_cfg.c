@@ -1,0 +1,212 @@
+/* test_cfg — config/cfg.c: defaults, flags, environment, JSON file, precedence, and that
+ * every bad value is refused with a message naming where it came from. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/cfg.h"
+
+static int load(cfg *c, err_info *ei, int argc, char **argv)
+{
+    memset(ei, 0, sizeof *ei);
+    return cfg_load(c, argc, argv, ei);
+}
+
+#define ARGV(...) (char *[]){"edgellmd", __VA_ARGS__}
+#define ARGC(...) (int)(sizeof((char *[]){"edgellmd", __VA_ARGS__}) / sizeof(char *))
+#define LOAD(c, ei, ...) load(c, ei, ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+static void clear_env(void)
+{
+    unsetenv("EDGELLM_PORT");
+    unsetenv("EDGELLM_QUEUE");
+    unsetenv("EDGELLM_CONFIG");
+    unsetenv("EDGELLM_CHAT_TEMPLATE");
+}
+
+START_TEST(defaults)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    ck_assert_int_eq(load(&c, &ei, 1, (char *[]){"edgellmd"}), 0);
+    ck_assert_str_eq(c.host, "127.0.0.1");
+    ck_assert_int_eq(c.port, 8080);
+    ck_assert_int_eq(c.queue, 16);
+    ck_assert_int_eq(c.body_limit, 1 << 20);
+    ck_assert_str_eq(c.model, "");
+    ck_assert_str_eq(c.socket_path, "");
+    ck_assert_int_eq(c.socket_mode, 0660);
+}
+END_TEST
+
+START_TEST(flags_both_spellings)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    ck_assert_int_eq(LOAD(&c, &ei, "--model", "m.gguf", "--port=0", "--queue", "3", "--socket=/tmp/x.sock",
+                          "--socket-mode", "600", "--body-limit", "3000000000", "--chat-template", "llama3"),
+                     0);
+    ck_assert_str_eq(c.model, "m.gguf");
+    ck_assert_int_eq(c.port, 0);
+    ck_assert_int_eq(c.queue, 3);
+    ck_assert_str_eq(c.socket_path, "/tmp/x.sock");
+    ck_assert_int_eq(c.socket_mode, 0600);
+    ck_assert_int_eq(c.body_limit, 3000000000LL);
+    ck_assert_str_eq(c.chat_template, "llama3");
+}
+END_TEST
+
+START_TEST(bad_flags_name_the_flag)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    ck_assert_int_eq(LOAD(&c, &ei, "--port", "eighty"), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "--port"));
+    ck_assert_int_eq(LOAD(&c, &ei, "--port", "70000"), -ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "--port"));
+    ck_assert_int_eq(LOAD(&c, &ei, "--queue", "-1"), -ERR_RANGE);
+    ck_assert_int_eq(LOAD(&c, &ei, "--threads", "4x"), -EINVAL);
+    ck_assert_int_eq(LOAD(&c, &ei, "--bogus", "1"), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "--bogus"));
+    ck_assert_int_eq(LOAD(&c, &ei, "--model"), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "needs a value"));
+    ck_assert_int_eq(LOAD(&c, &ei, "model.gguf"), -EINVAL);
+    ck_assert_int_eq(LOAD(&c, &ei, "--socket-mode", "999"), -EINVAL); /* not octal */
+    char long_path[200];
+    memset(long_path, 'a', sizeof long_path - 1);
+    long_path[sizeof long_path - 1] = 0;
+    ck_assert_int_eq(LOAD(&c, &ei, "--socket", long_path), -ERR_RANGE);
+    ck_assert_int_eq(LOAD(&c, &ei, "--host", "", "--socket", ""), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "nothing to listen on"));
+}
+END_TEST
+
+START_TEST(env_between_file_and_flags)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    setenv("EDGELLM_PORT", "9000", 1);
+    setenv("EDGELLM_CHAT_TEMPLATE", "gemma", 1);
+    ck_assert_int_eq(LOAD(&c, &ei, "--queue", "2"), 0);
+    ck_assert_int_eq(c.port, 9000);
+    ck_assert_str_eq(c.chat_template, "gemma");
+    ck_assert_int_eq(LOAD(&c, &ei, "--port", "9001"), 0);
+    ck_assert_int_eq(c.port, 9001);
+    setenv("EDGELLM_QUEUE", "lots", 1);
+    ck_assert_int_eq(LOAD(&c, &ei, "--port", "1"), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "EDGELLM_QUEUE"));
+    clear_env();
+}
+END_TEST
+
+static char *write_file(const char *text)
+{
+    static char path[64];
+    strcpy(path, "/tmp/test_cfg_XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+START_TEST(json_file)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    char *path = write_file("{\"port\": 7000, \"queue\": 5, \"chat_template\": \"llama3\", \"socket_mode\": 384,"
+                            " \"model\": \"/m/x.gguf\", \"threads\": \"2\"}");
+    ck_assert_int_eq(LOAD(&c, &ei, "--config", path), 0);
+    ck_assert_int_eq(c.port, 7000);
+    ck_assert_int_eq(c.queue, 5);
+    ck_assert_int_eq(c.threads, 2);
+    ck_assert_int_eq(c.socket_mode, 0600); /* JSON numbers are the value itself (384 = 0600) */
+    ck_assert_str_eq(c.model, "/m/x.gguf");
+    /* environment beats the file, flags beat both */
+    setenv("EDGELLM_PORT", "7001", 1);
+    ck_assert_int_eq(LOAD(&c, &ei, "--config", path, "--queue", "6"), 0);
+    ck_assert_int_eq(c.port, 7001);
+    ck_assert_int_eq(c.queue, 6);
+    clear_env();
+    /* the file can also come from EDGELLM_CONFIG */
+    setenv("EDGELLM_CONFIG", path, 1);
+    ck_assert_int_eq(LOAD(&c, &ei, "--threads", "1"), 0);
+    ck_assert_int_eq(c.port, 7000);
+    clear_env();
+    unlink(path);
+}
+END_TEST
+
+START_TEST(json_file_errors)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    struct {
+        const char *text;
+        int code;
+        const char *needle;
+    } cases[] = {
+        {"{\"prot\": 1}", -EINVAL, "\"prot\""},
+        {"{\"port\": \"x\"}", -EINVAL, "\"port\""},
+        {"{\"port\": 1.5}", -EINVAL, "\"port\""},
+        {"{\"port\": true}", -ERR_TYPE, "\"port\""},
+        {"{\"model\": 3}", -ERR_TYPE, "\"model\""},
+        {"{\"queue\": 100000}", -ERR_RANGE, "\"queue\""},
+        {"[1,2]", -ERR_FORMAT, "not a JSON object"},
+        {"{\"port\": ", -ERR_FORMAT, "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *path = write_file(cases[i].text);
+        ck_assert_int_eq(LOAD(&c, &ei, "--config", path), cases[i].code);
+        ck_assert_msg(strstr(ei.msg, cases[i].needle), "case %zu: '%s'", i, ei.msg);
+        unlink(path);
+    }
+    ck_assert_int_eq(LOAD(&c, &ei, "--config", "/nonexistent/edgellm.json"), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "/nonexistent/edgellm.json"));
+}
+END_TEST
+
+START_TEST(usage_lists_every_flag_with_default)
+{
+    char buf[8192];
+    int n = cfg_usage(buf, sizeof buf);
+    ck_assert_int_gt(n, 0);
+    ck_assert_int_lt(n, (int)sizeof buf);
+    ck_assert_ptr_nonnull(strstr(buf, "--port"));
+    ck_assert_ptr_nonnull(strstr(buf, "(default 8080)"));
+    ck_assert_ptr_nonnull(strstr(buf, "--socket-mode"));
+    ck_assert_ptr_nonnull(strstr(buf, "(default 0660)"));
+    ck_assert_ptr_nonnull(strstr(buf, "--config"));
+    char small[16];
+    ck_assert_int_eq(cfg_usage(small, sizeof small), n); /* snprintf-like: full length */
+    ck_assert_int_eq((int)strlen(small), 15);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cfg");
+    TCase *tc = tcase_create("cfg");
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, flags_both_spellings);
+    tcase_add_test(tc, bad_flags_name_the_flag);
+    tcase_add_test(tc, env_between_file_and_flags);
+    tcase_add_test(tc, json_file);
+    tcase_add_test(tc, json_file_errors);
+    tcase_add_test(tc, usage_lists_every_flag_with_default);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
