@@ -155,6 +155,21 @@ int kern_select(const char *force, const kern_ops **out, err_info *ei)
     return 0;
 }
 
+void kern_gemm(const kern_ops *k, qt_type t, int n, int rows, int cols, const void *w, size_t w_stride,
+               const void *x, size_t x_stride, float *out, size_t out_stride)
+{
+    if (k->gemm[t]) {
+        k->gemm[t](n, rows, cols, w, w_stride, x, x_stride, out, out_stride);
+        return;
+    }
+    kern_dot_fn dot = k->dot[t];
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *wr = (const uint8_t *)w + (size_t)r * w_stride;
+        for (int c = 0; c < cols; c++)
+            out[(size_t)c * out_stride + r] = dot(n, wr, (const uint8_t *)x + (size_t)c * x_stride);
+    }
+}
+
 size_t kern_act_bytes(qt_type t, int n)
 {
     qt_type a = qt_get(t)->act_type;

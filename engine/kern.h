@@ -27,6 +27,14 @@ typedef float (*kern_dot_fn)(int n, const void *w, const void *x);
  * block size. Must produce the bytes qt_quantize_row would (integer results are exact). */
 typedef void (*kern_quantize_fn)(const float *x, void *y, int n);
 
+/* A tile of dot products, the matrix-matrix form prefill needs:
+ * out[c * out_stride + r] = dot(n, w + r * w_stride, x + c * x_stride) for r < rows, c < cols.
+ * Same weight and activation types as kern_dot_fn; strides in bytes (out_stride in floats).
+ * A SIMD variant unpacks each weight block once for several activation columns and reads
+ * each activation block once for several rows. */
+typedef void (*kern_gemm_fn)(int n, int rows, int cols, const void *w, size_t w_stride, const void *x,
+                             size_t x_stride, float *out, size_t out_stride);
+
 typedef struct kern_ops {
     const char *name;                       /* "ref", "avx2", "avx512", "neon" */
     kern_dot_fn dot[QT_COUNT];              /* by weight type; NULL where unsupported */
@@ -35,6 +43,8 @@ typedef struct kern_ops {
     void (*axpy_f16)(int n, float a, const qt_f16 *x, float *y);
     /* y[i] = f16(x[i]) for i < n (writing K/V into the cache). */
     void (*f32_to_f16)(int n, const float *x, qt_f16 *y);
+    /* by weight type; NULL where the variant has no tiled kernel (kern_gemm then loops dot) */
+    kern_gemm_fn gemm[QT_COUNT];
 } kern_ops;
 
 /* The scalar reference table. Always available. */
@@ -51,6 +61,11 @@ int kern_select(const char *force, const kern_ops **out, err_info *ei);
 
 /* Names of every variant this binary and CPU can run, ref first. Returns the count. */
 int kern_available(const char **names, int cap);
+
+/* The tile product of kern_gemm_fn with k's kernels for weight type t: k->gemm[t] when the
+ * variant has one, else one k->dot[t] per (row, column). */
+void kern_gemm(const kern_ops *k, qt_type t, int n, int rows, int cols, const void *w, size_t w_stride,
+               const void *x, size_t x_stride, float *out, size_t out_stride);
 
 /* Bytes of activation buffer needed for n floats converted for weight type t. */
 size_t kern_act_bytes(qt_type t, int n);

@@ -527,18 +527,18 @@ static void matmul_dot_worker(void *ctx, int r0, int r1, int slot)
         base += rows;
         if (lo >= hi)
             continue;
-        kern_dot_fn dot = s->k->dot[w->type];
         size_t row_bytes = qt_row_bytes((qt_type)w->type, j->k);
         int kind = act_kind_of((qt_type)w->type);
         const uint8_t *act = kind >= 0 ? s->act[kind] : (const uint8_t *)j->in;
         size_t act_stride = kind >= 0 ? s->act_stride[kind] : (size_t)j->k * sizeof(float);
-        const float *bias = j->bias[m] ? j->bias[m]->data : NULL;
         float *out = j->out[m];
-        for (int r = lo; r < hi; r++) {
-            const uint8_t *wrow = (const uint8_t *)w->data + (size_t)r * row_bytes;
-            float b = bias ? bias[r] : 0.0f;
+        kern_gemm(s->k, (qt_type)w->type, j->k, hi - lo, j->nt, (const uint8_t *)w->data + (size_t)lo * row_bytes,
+                  row_bytes, act, act_stride, out + lo, (size_t)rows);
+        if (j->bias[m]) {
+            const float *bias = j->bias[m]->data;
             for (int t = 0; t < j->nt; t++)
-                out[(size_t)t * rows + r] = dot(j->k, wrow, act + t * act_stride) + b;
+                for (int r = lo; r < hi; r++)
+                    out[(size_t)t * rows + r] += bias[r];
         }
     }
 }
