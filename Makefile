@@ -50,7 +50,7 @@ PROGS := $(BUILD)/edgellm $(if $(wildcard daemon/edgellmd_main.c),$(BUILD)/edgel
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 
-.PHONY: all deps run test check-unit check-integration test-aarch64 asan bench clean install uninstall help
+.PHONY: all deps run test check-unit check-integration test-aarch64 fuzz asan bench clean install uninstall help
 all: $(PROGS)
 
 help:
@@ -59,6 +59,7 @@ help:
 	@echo "make test       install missing packages, build, run every suite"
 	@echo "make asan       the tests again under AddressSanitizer + UBSan (in build-asan/)"
 	@echo "make test-aarch64  cross-build the engine suites for aarch64 and run them under qemu"
+	@echo "make fuzz       libFuzzer+ASan+UBSan on the parsers, FUZZ_SECONDS (default 60) each"
 	@echo "make bench      benchmark"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 
@@ -133,10 +134,31 @@ test-aarch64:
 	  CK_FORK=no SHARED=$(SHARED) qemu-aarch64-static -cpu $$cpu -L /usr/aarch64-linux-gnu $(BUILD)-aarch64/tests/$$t || exit 1; \
 	done; done
 
+# `make bench`: TinyLlama-1.1B-shaped files (random weights, written by mkmodel once) in three
+# types, each benchmarked with the read-bandwidth probe that bounds decode. BENCH_ARGS adds
+# options (e.g. BENCH_ARGS="-r 10"); BENCH_TYPES picks the files.
+BENCH_DIR   ?= $(BUILD)/bench
+BENCH_TYPES ?= Q4_0 Q4_K_M Q8_0
+BENCH_ARGS  ?=
+BENCH_FILES := $(BENCH_TYPES:%=$(BENCH_DIR)/tinyllama-1.1b.%.gguf)
+$(BENCH_DIR)/tinyllama-1.1b.%.gguf: | $(BUILD)/edgellm
+	@mkdir -p $(dir $@)
+	$(BUILD)/edgellm mkmodel --shape tinyllama-1.1b --type $* -o $@
+bench: all $(BENCH_FILES)
+	@for f in $(BENCH_FILES); do \
+	  $(BUILD)/edgellm bench -m $$f -p 64 -n 32 --bandwidth $(BENCH_ARGS) || exit 1; echo; \
+	done
+
+# `make fuzz`: every libFuzzer harness (clang, ASan+UBSan) for FUZZ_SECONDS each, in its own
+# build tree (clang objects must not mix with the gcc ones).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) BUILD=build-fuzz SHARED=$(SHARED) bash tests/fuzz/run.sh
+
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  check-unit check-integration
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz $(BUILD)-aarch64

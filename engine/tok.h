@@ -83,7 +83,8 @@ typedef struct tok_stream {
  * continue text that is already shown (e.g. generation after a prompt). */
 void tok_stream_init(tok_stream *s);
 /* Appends the text of id to out (cap bytes) and returns the bytes written; never splits a
- * character. Returns -ERANGE if cap is too small (32 + longest token is always enough). */
+ * character. Returns -ERANGE if cap is too small (32 + 3 x the longest token always is, since each
+ * byte may become a 3-byte U+FFFD). */
 int tok_stream_push(const tok_vocab *v, tok_stream *s, int32_t id, char *out, int cap);
 /* Releases whatever is still held (an invalid or truncated sequence) as U+FFFD. */
 int tok_stream_flush(tok_stream *s, char *out, int cap);
