@@ -175,8 +175,10 @@ START_TEST(conformance_all_models_all_kernels)
         else
             i++;
     ck_assert_msg(n_kern > 0, "no kernel variant left to test (TEST_KERNELS=%s)", only ? only : "");
+    /* $TEST_THREADS: 1 under qemu-user, which cannot start threads here */
+    const char *threads = getenv("TEST_THREADS");
     pool *pl;
-    ck_assert_int_eq(pool_new(&pl, 2, NULL), 0);
+    ck_assert_int_eq(pool_new(&pl, threads ? atoi(threads) : 2, NULL), 0);
     int files = 0;
     for (int e = 0; e < n_entries; e++) {
         const struct dirent *de = entries[e];

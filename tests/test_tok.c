@@ -795,9 +795,16 @@ int main(void)
     tcase_add_test(tc, test_eog_and_flags);
     tcase_add_test(tc, test_output_capacity);
     tcase_add_test(tc, test_malformed_metadata);
+    suite_add_tcase(s, tc);
+    /* tagged so emulated runs can leave them out: qemu-user here cannot start threads, and
+     * timing an emulator measures nothing (make test-aarch64 sets CK_EXCLUDE_TAGS) */
+    tc = tcase_create("threads");
+    tcase_set_tags(tc, "threads");
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_concurrent_encode);
     suite_add_tcase(s, tc);
     tc = tcase_create("speed");
+    tcase_set_tags(tc, "speed");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_speed);
     tcase_add_test(tc, test_long_runs);
