@@ -20,11 +20,13 @@
     X(API_E_SLOW_CLIENT, 408, "invalid_request_error", "request_timeout")              \
     X(API_E_TOO_LARGE, 413, "invalid_request_error", "payload_too_large")              \
     X(API_E_INTERNAL, 500, "server_error", "internal_error")                           \
+    X(API_E_UPSTREAM, 502, "server_error", "upstream_error")                           \
     X(API_E_QUEUE_FULL, 503, "server_error", "queue_full")                             \
     X(API_E_TIMEOUT, 503, "server_error", "timeout")                                   \
     X(API_E_NO_MODEL, 503, "server_error", "model_not_loaded")                         \
     X(API_E_LOADING, 503, "server_error", "model_loading")                             \
-    X(API_E_SHUTTING_DOWN, 503, "server_error", "shutting_down")
+    X(API_E_SHUTTING_DOWN, 503, "server_error", "shutting_down")                       \
+    X(API_E_OFFLOAD_REFUSED, 503, "server_error", "offload_not_allowed")
 
 typedef enum api_err {
 #define API_ERR_ENUM_(sym, status, type, code) sym,

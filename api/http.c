@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -153,8 +154,14 @@ static char *completion_json(const api_sse *s, const char *text, size_t len, con
 }
 
 /* Headers every completion answer carries: its id (to find it in /v1/status and logs) and
- * where the answer came from (cache and cloud answers arrive in later issues). */
-#define COMPLETION_HEADERS(job) "X-Request-Id", api_job_sse(job)->id, "X-Edgellm-Source", "local"
+ * where the answer came from. */
+static const char *source_of(api_job *job)
+{
+    api_source s = API_SOURCE_LOCAL;
+    api_job_committed(job, &s);
+    return api_source_name(s);
+}
+#define COMPLETION_HEADERS(job) "X-Request-Id", api_job_sse(job)->id, "X-Edgellm-Source", source_of(job)
 
 /* Replies with the job's result once it has finished, collecting its text while waiting.
  * A client that hangs up meanwhile cancels the job and gets its connection closed. */
@@ -187,7 +194,7 @@ static enum MHD_Result answer_when_done(struct MHD_Connection *mc, conn *c)
     c->have_result = true;
     if (c->result.code < 0) {
         free(text);
-        api_err e = api_err_from_code(c->result.code);
+        api_err e = api_result_err(&c->result);
         const char *h[] = {COMPLETION_HEADERS(c->job), "Retry-After", api_err_status(e) == 503 ? "1" : NULL, NULL};
         return send_error(mc, c, e, c->result.message, h);
     }
@@ -232,15 +239,54 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max)
 
 static enum MHD_Result answer_stream(struct MHD_Connection *mc, conn *c)
 {
+    /* The headers name the source, so they wait until it is settled (a cloud attempt can
+     * still fall back to the local queue); a client leaving meanwhile cancels the job. */
+    while (!api_job_committed(c->job, NULL))
+        if (api_job_wait(c->job, c->fd, -1) == API_WAIT_PEER_GONE) {
+            c->client_gone = true;
+            api_job_cancel(c->job);
+            return MHD_NO;
+        }
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, read_stream, c, NULL);
     const char *h[] = {COMPLETION_HEADERS(c->job), "Cache-Control", "no-cache", NULL};
     return send_response(mc, c, 200, r, "text/event-stream", h);
+}
+
+/* True when the comma-separated header value list holds token (case-insensitive). */
+static bool header_has(const char *list, const char *token)
+{
+    size_t n = strlen(token);
+    for (const char *p = list; p && *p; p += strspn(p, ",")) {
+        p += strspn(p, " \t");
+        size_t len = strcspn(p, ",");
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == n && !strncasecmp(p, token, n))
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
+/* The headers that steer a completion; an X-Edgellm-Offload value other than never/allow is
+ * refused, since a misspelt "never" must not let a request leave the device. */
+static bool read_directives(struct MHD_Connection *mc, api_call *call)
+{
+    const char *cc = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Cache-Control");
+    call->no_cache = header_has(cc, "no-cache");
+    call->no_store = header_has(cc, "no-store");
+    const char *off = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Edgellm-Offload");
+    call->offload_never = header_has(off, "never");
+    return !off || call->offload_never || header_has(off, "allow");
 }
 
 static enum MHD_Result dispatch(struct MHD_Connection *mc, conn *c)
 {
     api_server *s = c->srv;
     api_call call = {.route = c->route};
+    bool completion = c->route == API_ROUTE_CHAT || c->route == API_ROUTE_COMPLETIONS;
+    if (completion && !read_directives(mc, &call))
+        return send_error(mc, c, API_E_INVALID_PARAM, "header X-Edgellm-Offload must be 'never' or 'allow'", NULL);
     if (routes[c->route].method[0] == 'P') {
         err_info ei = {0};
         int rc = api_req_parse(&call.req, routes[c->route].body_kind, c->body ? c->body : "", c->len, &ei);
@@ -405,6 +451,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
         .status = c->status,
         .client_gone = c->client_gone,
         .result = c->have_result ? &result : NULL,
+        .source = c->job ? source_of(c->job) : NULL,
         .total_ms = ms_since(&c->start),
     };
     if (c->job)

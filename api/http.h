@@ -43,12 +43,17 @@ const char *api_route_path(api_route r);
 typedef struct api_call {
     api_route route;
     api_req *req;              /* parsed body (POST routes); the handler may take it (set NULL) */
+    /* request headers that steer a completion (parsed here, case-insensitively) */
+    bool no_cache;             /* Cache-Control: no-cache -- do not answer from the cache */
+    bool no_store;             /* Cache-Control: no-store -- do not keep this answer */
+    bool offload_never;        /* X-Edgellm-Offload: never -- the request must not leave the device */
     int status;                /* reply status */
     char *body;                /* reply body, malloc'd (freed by api_http) */
     size_t body_len;
     const char *content_type;  /* static; NULL means application/json */
     int retry_after_s;         /* > 0 adds a Retry-After header */
-    api_job *job;              /* instead of a reply: the queued job (one reference passes) */
+    api_job *job;              /* instead of a reply: the job (one reference passes); a streamed
+                                  reply's headers wait until it is committed (api_job_commit) */
 } api_call;
 
 /* Sets an error reply on c: status and body from e, the message printf-formatted. */
@@ -65,6 +70,7 @@ typedef struct api_log {
     int status;
     bool client_gone;          /* the client hung up before the reply was complete */
     const api_result *result;  /* the job's result, NULL when no job ran */
+    const char *source;        /* where the job's answer came from (static), NULL without a job */
     double total_ms;           /* request start to last byte */
 } api_log;
 

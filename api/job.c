@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/utf8.h"
+
 struct api_job {
     atomic_int refs;
     atomic_bool cancel;
@@ -24,9 +26,22 @@ struct api_job {
     int efd;                 /* reader: bytes were written or the job finished */
     char *ring;
     size_t cap, head, len;   /* bytes [head, head + len) mod cap are unread */
-    bool finished;
+    size_t elastic_max;      /* > 0: writes grow the ring up to this instead of waiting */
+    bool committed, finished;
+    api_source source;
     api_result result;
+    /* the text for the cache: one writer at a time, so no lock */
+    bool capture, capture_failed;
+    char *text;
+    size_t text_len, text_cap;
 };
+
+const char *api_source_name(api_source s)
+{
+    static const char *const names[] = {[API_SOURCE_LOCAL] = "local", [API_SOURCE_CACHE] = "cache",
+                                        [API_SOURCE_CLOUD] = "cloud"};
+    return names[s];
+}
 
 int api_job_new(api_job **out, api_req *req, size_t ring_cap, err_info *ei)
 {
@@ -69,6 +84,7 @@ void api_job_unref(api_job *j)
     pthread_cond_destroy(&j->room);
     pthread_mutex_destroy(&j->mu);
     free(j->ring);
+    free(j->text);
     free(j);
 }
 
@@ -91,12 +107,50 @@ static void signal_reader(api_job *j)
     (void)!write(j->efd, &one, sizeof one);
 }
 
-int api_job_write(api_job *j, const char *data, size_t n)
+api_err api_result_err(const api_result *r)
+{
+    return r->has_err ? r->err : api_err_from_code(r->code);
+}
+
+/* An elastic ring full: a bigger one holding the unread bytes from offset 0. Under mu. */
+static bool grow(api_job *j, size_t need)
+{
+    size_t ncap = j->cap * 2 > need ? j->cap * 2 : need;
+    if (ncap > j->elastic_max)
+        ncap = j->elastic_max;
+    char *ring = ncap > j->cap ? malloc(ncap) : NULL;
+    if (!ring)
+        return false;
+    size_t first = j->cap - j->head < j->len ? j->cap - j->head : j->len;
+    memcpy(ring, j->ring + j->head, first);
+    memcpy(ring + first, j->ring, j->len - first);
+    free(j->ring);
+    j->ring = ring;
+    j->cap = ncap;
+    j->head = 0;
+    return true;
+}
+
+void api_job_set_elastic(api_job *j, size_t max_bytes)
 {
     pthread_mutex_lock(&j->mu);
+    j->elastic_max = max_bytes;
+    pthread_mutex_unlock(&j->mu);
+}
+
+int api_job_write(api_job *j, const char *data, size_t n)
+{
+    int rc = 0;
+    pthread_mutex_lock(&j->mu);
     while (n && !atomic_load(&j->cancel)) {
-        while (j->len == j->cap && !atomic_load(&j->cancel))
-            pthread_cond_wait(&j->room, &j->mu);
+        while (j->len == j->cap && !atomic_load(&j->cancel)) {
+            if (!j->elastic_max) {
+                pthread_cond_wait(&j->room, &j->mu);
+            } else if (!grow(j, j->len + n)) {
+                rc = -ENOMEM;
+                goto out;
+            }
+        }
         size_t tail = (j->head + j->len) % j->cap;
         size_t chunk = j->cap - j->len;
         if (chunk > j->cap - tail)
@@ -109,8 +163,30 @@ int api_job_write(api_job *j, const char *data, size_t n)
         n -= chunk;
         signal_reader(j);
     }
+out:
     pthread_mutex_unlock(&j->mu);
-    return atomic_load(&j->cancel) ? -ERR_CANCELLED : 0;
+    return atomic_load(&j->cancel) ? -ERR_CANCELLED : rc;
+}
+
+void api_job_commit(api_job *j, api_source s)
+{
+    pthread_mutex_lock(&j->mu);
+    if (!j->committed) {
+        j->committed = true;
+        j->source = s;
+        signal_reader(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+bool api_job_committed(api_job *j, api_source *s)
+{
+    pthread_mutex_lock(&j->mu);
+    bool committed = j->committed || j->finished;
+    if (s)
+        *s = j->source;
+    pthread_mutex_unlock(&j->mu);
+    return committed;
 }
 
 void api_job_finish(api_job *j, const api_result *r)
@@ -198,4 +274,87 @@ void api_job_cancel(api_job *j)
     atomic_store(&j->cancel, true);
     pthread_cond_broadcast(&j->room);
     pthread_mutex_unlock(&j->mu);
+}
+
+/* ---- formatting shared by every writer ------------------------------------------------- */
+
+static int emit_frame(api_job *j, char *frame, int n)
+{
+    return api_job_write(j, frame, (size_t)n);
+}
+
+int api_job_emit_start(api_job *j, char *frame)
+{
+    if (!j->req->stream)
+        return 0;
+    return emit_frame(j, frame, api_sse_role(&j->sse, frame, API_SSE_FRAME_MAX));
+}
+
+/* Appends to the capture buffer, doubling it (amortised: no allocation per token). */
+static void capture_text(api_job *j, const char *text, size_t len)
+{
+    if (!j->capture || j->capture_failed)
+        return;
+    if (j->text_cap - j->text_len < len) {
+        size_t ncap = j->text_cap ? j->text_cap : 4096;
+        while (ncap - j->text_len < len && ncap < SIZE_MAX / 2)
+            ncap *= 2;
+        char *t = ncap - j->text_len >= len ? realloc(j->text, ncap) : NULL;
+        if (!t) {
+            j->capture_failed = true;
+            return;
+        }
+        j->text = t;
+        j->text_cap = ncap;
+    }
+    memcpy(j->text + j->text_len, text, len);
+    j->text_len += len;
+}
+
+int api_job_emit_text(api_job *j, const char *text, size_t len, char *frame)
+{
+    capture_text(j, text, len);
+    if (!j->req->stream)
+        return api_job_write(j, text, len);
+    while (len) {
+        /* Frames carry whole characters: a split one would reach the client as two halves. */
+        size_t n = len <= API_SSE_TEXT_MAX ? len : utf8_complete_prefix(text, API_SSE_TEXT_MAX);
+        if (n == 0)
+            n = API_SSE_TEXT_MAX; /* not UTF-8 at all: any cut is as good as another */
+        int rc = emit_frame(j, frame, api_sse_text(&j->sse, text, n, frame, API_SSE_FRAME_MAX));
+        if (rc < 0)
+            return rc;
+        text += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int api_job_emit_end(api_job *j, const api_result *r, char *frame)
+{
+    if (!j->req->stream || (r->code == 0 && !r->finish_reason))
+        return 0;
+    int rc;
+    if (r->code < 0) {
+        rc = emit_frame(j, frame, api_sse_error(api_result_err(r), r->message, frame, API_SSE_FRAME_MAX));
+    } else {
+        rc = emit_frame(j, frame, api_sse_finish(&j->sse, r->finish_reason, frame, API_SSE_FRAME_MAX));
+        if (rc == 0 && j->req->include_usage)
+            rc = emit_frame(j, frame, api_sse_usage(&j->sse, r->n_prompt, r->n_generated, frame, API_SSE_FRAME_MAX));
+    }
+    return rc < 0 ? rc : api_job_write(j, API_SSE_DONE, sizeof API_SSE_DONE - 1);
+}
+
+void api_job_capture(api_job *j)
+{
+    j->capture = true;
+}
+
+bool api_job_captured(api_job *j, const char **text, size_t *len)
+{
+    if (!j->capture || j->capture_failed)
+        return false;
+    *text = j->text ? j->text : "";
+    *len = j->text_len;
+    return true;
 }

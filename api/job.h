@@ -1,7 +1,15 @@
-/* api_job — one queued or running completion as both sides see it: the worker writes the
- * response bytes (SSE frames, or plain text for a non-streamed reply) into a fixed ring, the
- * HTTP connection thread reads them out and sends them. The ring is allocated once per
- * request; writing a token costs a memcpy and an eventfd write, never an allocation.
+/* api_job — one completion as both sides see it: a writer (the worker generating locally,
+ * the cloud client on the event loop, or the cache replaying) writes the response bytes (SSE
+ * frames, or plain text for a non-streamed reply) into a ring, the HTTP connection thread
+ * reads them out and sends them. The ring is allocated once per request; writing a token
+ * costs a memcpy and an eventfd write, never an allocation. A writer that must never wait
+ * (the event loop) makes the ring elastic: it grows instead of waiting for the reader.
+ *
+ * Every writer formats through api_job_emit_*, so an answer looks the same whichever source
+ * produced it, and the text can be captured for the response cache on the way. Where the
+ * answer comes from is committed once (api_job_commit) before the first byte: until then a
+ * streamed reply holds back its headers, because a cloud attempt may still fall back to the
+ * local queue.
  *
  * Cancellation runs the other way: the connection sets the cancel flag (which gen_run
  * polls) when the client leaves. Reference counted: the connection and the scheduler each
@@ -20,7 +28,11 @@
 #include "api/sse.h"
 #include "engine/err.h"
 
-/* How a job ended; filled by the worker before api_job_finish. */
+/* Where an answer came from: the X-Edgellm-Source header of every completion. */
+typedef enum api_source { API_SOURCE_LOCAL, API_SOURCE_CACHE, API_SOURCE_CLOUD } api_source;
+const char *api_source_name(api_source s); /* "local", "cache", "cloud"; static */
+
+/* How a job ended; filled by the writer before api_job_finish. */
 typedef struct api_result {
     int code;                   /* 0, or a negative code when no answer was produced */
     char message[ERR_MSG_MAX];  /* detail for code */
@@ -32,7 +44,13 @@ typedef struct api_result {
     double decode_ms;           /* generation after the prompt was evaluated */
     double total_ms;            /* submission to finish */
     int32_t n_after_cancel;     /* tokens whose text came after the cancel flag was set */
+    bool partial;               /* cut short by the deadline: not the answer a rerun would give */
+    bool has_err;               /* code < 0 and the client's error is err, not derived from code */
+    api_err err;
 } api_result;
+
+/* The error a client gets for a failed result: r->err if set, else api_err_from_code. */
+api_err api_result_err(const api_result *r);
 
 typedef struct api_job api_job;
 
@@ -50,11 +68,36 @@ bool api_job_cancelled(const api_job *j);
 void api_job_set_user(api_job *j, void *user, void (*dtor)(void *user));
 void *api_job_user(api_job *j);
 
-/* Writer side (worker). Appends n bytes, waiting while the ring is full. Returns
- * -ERR_CANCELLED (nothing more will be read) once the job is cancelled. */
+/* Writer side. Appends n bytes, waiting while the ring is full (elastic: growing it instead).
+ * Returns -ERR_CANCELLED (nothing more will be read) once the job is cancelled, -ENOMEM when
+ * an elastic ring would pass its limit. */
 int api_job_write(api_job *j, const char *data, size_t n);
+/* From now on writes never wait: the ring grows, up to max_bytes in all; 0 turns it back
+ * to waiting (a job handed from the event loop to the worker). */
+void api_job_set_elastic(api_job *j, size_t max_bytes);
+/* Fixes the source (the first call wins) and releases a streamed reply's headers. */
+void api_job_commit(api_job *j, api_source s);
+/* True once committed or finished; *s (if not NULL) the source. */
+bool api_job_committed(api_job *j, api_source *s);
 /* Ends the stream with its result (copied). Wakes the reader. Call exactly once. */
 void api_job_finish(api_job *j, const api_result *r);
+
+/* The answer in the client's format, for every source: SSE frames when the request streams,
+ * the bare text otherwise. frame is the writer's scratch of API_SSE_FRAME_MAX bytes (one per
+ * writer thread, so a token costs no allocation). Each returns api_job_write's code. */
+int api_job_emit_start(api_job *j, char *frame);   /* the role frame of a chat stream */
+/* Text of the answer, split into frames of whole UTF-8 characters; captured if asked. */
+int api_job_emit_text(api_job *j, const char *text, size_t len, char *frame);
+/* The closing frames r calls for: an error frame (r->code < 0), or finish_reason plus the
+ * usage frame if the request asked for it; then [DONE]. Nothing when the client left
+ * (finish_reason NULL) or the reply is not streamed. Does not finish the job. */
+int api_job_emit_end(api_job *j, const api_result *r, char *frame);
+
+/* Keep a copy of the text api_job_emit_text passes (for the response cache). */
+void api_job_capture(api_job *j);
+/* The captured text (borrowed, lives with the job); false when capture was off or ran out
+ * of memory. */
+bool api_job_captured(api_job *j, const char **text, size_t *len);
 
 /* Reader side (connection thread). */
 typedef enum api_wait {

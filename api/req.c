@@ -166,6 +166,26 @@ static int read_stop(api_req *r, const cJSON *root, err_info *ei)
     return 0;
 }
 
+/* Our extension object: "edgellm": {"route": "auto" | "local" | "cloud"}. */
+static int read_target(api_req *r, const cJSON *root, err_info *ei)
+{
+    static const char *const names[] = {[API_TARGET_AUTO] = "auto", [API_TARGET_LOCAL] = "local",
+                                        [API_TARGET_CLOUD] = "cloud"};
+    const cJSON *ext = field(root, "edgellm");
+    if (ext && !cJSON_IsObject(ext))
+        return err_set(ei, -ERR_TYPE, "'edgellm' must be an object");
+    const char *route = NULL;
+    int rc = ext ? read_string(ext, "route", false, false, &route, ei) : 0;
+    if (rc < 0)
+        return err_set(ei, rc, "'edgellm.route' must be \"auto\", \"local\" or \"cloud\"");
+    for (int t = 0; route && t < (int)(sizeof names / sizeof names[0]); t++)
+        if (!strcmp(route, names[t])) {
+            r->target = (api_target)t;
+            return 0;
+        }
+    return route ? err_set(ei, -EINVAL, "'edgellm.route' must be \"auto\", \"local\" or \"cloud\"") : 0;
+}
+
 static int read_generation(api_req *r, cJSON *root, err_info *ei)
 {
     int rc;
@@ -208,7 +228,7 @@ static int read_generation(api_req *r, cJSON *root, err_info *ei)
         return err_set(ei, rc, "'stream_options.include_usage' must be a boolean");
     if ((rc = sampler_params_check(sp, ei)) < 0)
         return rc;
-    return 0;
+    return read_target(r, root, ei);
 }
 
 static int read_tokens(api_req *r, const cJSON *root, err_info *ei)

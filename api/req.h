@@ -19,6 +19,13 @@ typedef enum api_kind { API_KIND_CHAT, API_KIND_COMPLETION, API_KIND_TOKENIZE, A
 
 enum { API_MAX_STOP = 4 };
 
+/* Where the client wants a completion served: body field "edgellm": {"route": ...}. */
+typedef enum api_target {
+    API_TARGET_AUTO,   /* "auto" (default): the daemon's offload policy decides */
+    API_TARGET_LOCAL,  /* "local": on this device only */
+    API_TARGET_CLOUD,  /* "cloud": the cloud endpoint, the device if it fails */
+} api_target;
+
 typedef struct api_req_priv api_req_priv;
 
 /* All strings are NUL-terminated and owned by the request (freed by api_req_free). */
@@ -40,6 +47,7 @@ typedef struct api_req {
     bool stream;
     bool include_usage;           /* stream_options.include_usage */
     double timeout_s;             /* deadline for the whole request; 0: the server's default */
+    api_target target;            /* edgellm.route */
     /* tokenize */
     bool add_special;             /* default false */
     bool parse_special;           /* default true */

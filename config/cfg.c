@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum opt_kind { OPT_STR, OPT_INT32, OPT_INT64 } opt_kind;
+/* OPT_BOOL: a flag that takes no value ("--no-cache"; "--no-cache=false" also works),
+ * true/false/1/0 elsewhere. OPT_ENUM: one of the '|'-separated names in `choices`, stored as
+ * its index (the matching enum of cfg.h lists them in the same order). */
+typedef enum opt_kind { OPT_STR, OPT_INT32, OPT_INT64, OPT_BOOL, OPT_ENUM } opt_kind;
 
 typedef struct opt {
     const char *name;     /* flag without "--"; env and JSON spell it EDGELLM_NAME / name */
@@ -20,11 +23,16 @@ typedef struct opt {
     int base;             /* integers: 10, or 8 for permission bits */
     int64_t min, max;     /* integers: accepted range */
     const char *help;
+    const char *choices;  /* OPT_ENUM: "a|b|c" */
 } opt;
 
-#define STR_OPT(name, field, help) {name, OPT_STR, offsetof(cfg, field), sizeof(((cfg *)0)->field), 0, 0, 0, help}
+#define STR_OPT(name, field, help) \
+    {name, OPT_STR, offsetof(cfg, field), sizeof(((cfg *)0)->field), 0, 0, 0, help, NULL}
 #define INT_OPT(name, field, base, lo, hi, help) \
-    {name, OPT_INT32, offsetof(cfg, field), sizeof(int32_t), base, lo, hi, help}
+    {name, OPT_INT32, offsetof(cfg, field), sizeof(int32_t), base, lo, hi, help, NULL}
+#define BOOL_OPT(name, field, help) {name, OPT_BOOL, offsetof(cfg, field), sizeof(int32_t), 0, 0, 1, help, NULL}
+#define ENUM_OPT(name, field, choices, help) \
+    {name, OPT_ENUM, offsetof(cfg, field), sizeof(int32_t), 0, 0, 0, help, choices}
 
 static const opt options[] = {
     STR_OPT("model", model, "GGUF model file to serve (without one the daemon starts and says so)"),
@@ -44,7 +52,24 @@ static const opt options[] = {
     INT_OPT("grace-ms", grace_ms, 10, 0, 3600000, "SIGTERM: time in-flight requests get to finish"),
     INT_OPT("max-conns", max_conns, 10, 1, 100000, "concurrent connections per listener"),
     {"body-limit", OPT_INT64, offsetof(cfg, body_limit), sizeof(int64_t), 10, 1, (int64_t)1 << 32,
-     "largest request body in bytes (413 beyond)"},
+     "largest request body in bytes (413 beyond)", NULL},
+    STR_OPT("state-dir", state_dir, "state directory; \"\" = $STATE_DIRECTORY, else ~/.local/state/edgellm"),
+    STR_OPT("cache-db", cache_db, "response cache database (SQLite); \"\" = <state-dir>/cache.db"),
+    BOOL_OPT("no-cache", no_cache, "never answer from or store into the response cache"),
+    ENUM_OPT("cache-scope", cache_scope, "deterministic|all",
+             "cache deterministic requests only (temperature 0 or a seed), or all"),
+    INT_OPT("cache-ttl-s", cache_ttl_s, 10, 0, INT32_MAX, "cached answers expire after this; 0 = never"),
+    {"cache-max-bytes", OPT_INT64, offsetof(cfg, cache_max_bytes), sizeof(int64_t), 10, 4096, (int64_t)1 << 40,
+     "cache size limit; least recently used answers are evicted", NULL},
+    STR_OPT("offload-url", offload_url, "cloud OpenAI-compatible base URL (https://host/v1); empty = no offload"),
+    ENUM_OPT("offload-mode", offload_mode, "off|fallback|prefer",
+             "off, fallback (only when the device cannot serve) or prefer (cloud first)"),
+    STR_OPT("offload-key-file", offload_key_file, "file with the cloud API key (else env EDGELLM_OFFLOAD_KEY)"),
+    STR_OPT("offload-model", offload_model, "model name asked of the cloud; \"\" = the local model id"),
+    INT_OPT("offload-connect-timeout-ms", offload_connect_timeout_ms, 10, 1, INT32_MAX,
+            "cloud connection time-out (then local fallback)"),
+    INT_OPT("offload-timeout-ms", offload_timeout_ms, 10, 1, INT32_MAX, "cloud exchange time-out (then local fallback)"),
+    BOOL_OPT("offload-audit-content", offload_audit_content, "keep request and answer text in the offload audit"),
 };
 enum { N_OPTIONS = sizeof options / sizeof options[0] };
 
@@ -63,6 +88,35 @@ static void set_defaults(cfg *c)
     c->grace_ms = 10000;
     c->max_conns = 256;
     c->body_limit = 1 << 20;
+    c->cache_scope = CFG_CACHE_DETERMINISTIC;
+    c->cache_ttl_s = 7 * 86400;
+    c->cache_max_bytes = 64 << 20;
+    c->offload_mode = CFG_OFFLOAD_FALLBACK;
+    c->offload_connect_timeout_ms = 2000;
+    c->offload_timeout_ms = 60000;
+}
+
+/* The index-th of the '|'-separated names of choices (its length in *len), NULL past the end. */
+static const char *choice_at(const char *choices, int index, size_t *len)
+{
+    const char *p = choices;
+    for (int i = 0; i < index && p; i++)
+        if ((p = strchr(p, '|')))
+            p++;
+    if (p)
+        *len = strcspn(p, "|");
+    return p;
+}
+
+/* Index of text among the names of choices, -1 when absent. */
+static int choice_index(const char *choices, const char *text)
+{
+    size_t len;
+    const char *name;
+    for (int i = 0; (name = choice_at(choices, i, &len)); i++)
+        if (len == strlen(text) && !memcmp(name, text, len))
+            return i;
+    return -1;
 }
 
 /* Parses text into o's field of c. where names the source for the error message. */
@@ -74,6 +128,16 @@ static int set_value(cfg *c, const opt *o, const char *text, const char *where, 
         if (n >= o->size)
             return err_set(ei, -ERR_RANGE, "%s: longer than %zu bytes", where, o->size - 1);
         memcpy(field, text, n + 1);
+        return 0;
+    }
+    if (o->kind == OPT_BOOL || o->kind == OPT_ENUM) {
+        int v = o->kind == OPT_ENUM ? choice_index(o->choices, text)
+                : !strcmp(text, "true") || !strcmp(text, "1") ? 1
+                : !strcmp(text, "false") || !strcmp(text, "0") ? 0 : -1;
+        if (v < 0)
+            return err_set(ei, -EINVAL, "%s: '%s' is not one of %s", where, text,
+                           o->kind == OPT_ENUM ? o->choices : "true|false");
+        *(int32_t *)field = v;
         return 0;
     }
     char *end;
@@ -151,7 +215,9 @@ static int load_file(cfg *c, const char *path, err_info *ei)
         }
         char num[32];
         const char *value = cJSON_GetStringValue(item);
-        if (!value && cJSON_IsNumber(item) && o->kind != OPT_STR) {
+        if (!value && cJSON_IsBool(item) && o->kind == OPT_BOOL)
+            value = cJSON_IsTrue(item) ? "true" : "false";
+        if (!value && cJSON_IsNumber(item) && (o->kind == OPT_INT32 || o->kind == OPT_INT64)) {
             if (item->valuedouble != (double)(long long)item->valuedouble) {
                 rc = err_set(ei, -EINVAL, "%s: expected an integer", where);
                 goto fail;
@@ -161,7 +227,9 @@ static int load_file(cfg *c, const char *path, err_info *ei)
             value = num;
         }
         if (!value) {
-            rc = err_set(ei, -ERR_TYPE, "%s: expected a %s", where, o->kind == OPT_STR ? "string" : "number");
+            static const char *const expected[] = {[OPT_STR] = "string", [OPT_INT32] = "number", [OPT_INT64] = "number",
+                                                   [OPT_BOOL] = "boolean", [OPT_ENUM] = "string"};
+            rc = err_set(ei, -ERR_TYPE, "%s: expected a %s", where, expected[o->kind]);
             goto fail;
         }
         if ((rc = set_value(c, o, value, where, ei)) < 0)
@@ -199,7 +267,8 @@ static int load_flags(cfg *c, int argc, char **argv, bool only_config, const cha
             return err_set(ei, -EINVAL, "unexpected argument '%s'", arg);
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        const opt *o = find_flag(name, len);
+        const char *value = eq ? eq + 1 : o && o->kind == OPT_BOOL ? "true" : (i + 1 < argc ? argv[++i] : NULL);
         if (!value)
             return err_set(ei, -EINVAL, "flag --%.*s needs a value", (int)len, name);
         bool is_config = len == 6 && !memcmp(name, "config", 6);
@@ -208,7 +277,6 @@ static int load_flags(cfg *c, int argc, char **argv, bool only_config, const cha
                 *config_path = value;
             continue;
         }
-        const opt *o = find_flag(name, len);
         if (!o)
             return err_set(ei, -EINVAL, "unknown flag --%.*s", (int)len, name);
         char where[80];
@@ -241,18 +309,25 @@ int cfg_usage(char *buf, size_t cap)
     cfg d;
     set_defaults(&d);
     size_t n = 0;
-    int len = snprintf(buf, cap, "  --%-16s %s\n", "config FILE", "JSON file of settings (keys as below, '_' for '-')");
+    int len = snprintf(buf, cap, "  --%-26s %s\n", "config FILE", "JSON file of settings (keys as below, '_' for '-')");
     n += (size_t)len;
     for (int i = 0; i < N_OPTIONS; i++) {
         const opt *o = &options[i];
         const char *field = (const char *)&d + o->offset;
         char def[64];
+        int32_t index = o->kind == OPT_BOOL || o->kind == OPT_ENUM ? *(const int32_t *)field : 0;
         if (o->kind == OPT_STR)
             snprintf(def, sizeof def, "\"%s\"", field);
-        else
+        else if (o->kind == OPT_BOOL)
+            snprintf(def, sizeof def, "%s", index ? "on" : "off");
+        else if (o->kind == OPT_ENUM) {
+            size_t name_len = 0;
+            const char *name = choice_at(o->choices, index, &name_len);
+            snprintf(def, sizeof def, "%.*s, of %s", (int)name_len, name, o->choices);
+        } else
             snprintf(def, sizeof def, o->base == 8 ? "0%llo" : "%lld",
                      o->kind == OPT_INT32 ? (long long)*(const int32_t *)field : (long long)*(const int64_t *)field);
-        len = snprintf(n < cap ? buf + n : NULL, n < cap ? cap - n : 0, "  --%-16s %s (default %s)\n", o->name,
+        len = snprintf(n < cap ? buf + n : NULL, n < cap ? cap - n : 0, "  --%-26s %s (default %s)\n", o->name,
                        o->help, def);
         n += (size_t)len;
     }

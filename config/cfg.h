@@ -15,6 +15,21 @@
 
 enum { CFG_PATH_MAX = 4096, CFG_SOCKET_MAX = 108 /* sun_path */, CFG_NAME_MAX = 256 };
 
+/* Which requests the response cache answers and stores (a request's own Cache-Control can
+ * only narrow this). */
+typedef enum cfg_cache_scope {
+    CFG_CACHE_DETERMINISTIC,         /* temperature 0 or an explicit seed: the same answer again */
+    CFG_CACHE_ALL,                   /* every request, sampled ones too */
+} cfg_cache_scope;
+
+/* When a request may leave the device for the cloud endpoint (see daemon/offload.h for the
+ * whole decision table). */
+typedef enum cfg_offload_mode {
+    CFG_OFFLOAD_OFF,                 /* never */
+    CFG_OFFLOAD_FALLBACK,            /* only when the device cannot serve it (queue full, ...) */
+    CFG_OFFLOAD_PREFER,              /* cloud first, the device when the cloud fails */
+} cfg_offload_mode;
+
 typedef struct cfg {
     char model[CFG_PATH_MAX];        /* GGUF to serve; "" starts without a model */
     char host[CFG_NAME_MAX];         /* TCP address to bind; "" disables TCP */
@@ -33,6 +48,21 @@ typedef struct cfg {
     int32_t grace_ms;                /* SIGTERM: how long in-flight work may finish */
     int32_t max_conns;               /* concurrent connections per listener */
     int64_t body_limit;              /* request body bytes; larger bodies get 413 */
+    /* response cache (daemon/cache.h) */
+    char state_dir[CFG_PATH_MAX];    /* "" : $STATE_DIRECTORY, else $XDG_STATE_HOME or ~/.local/state */
+    char cache_db[CFG_PATH_MAX];     /* "" : <state dir>/cache.db */
+    int32_t no_cache;                /* 1: never answer from or store into the cache */
+    int32_t cache_scope;             /* cfg_cache_scope */
+    int32_t cache_ttl_s;             /* entries older than this are not served; 0: no limit */
+    int64_t cache_max_bytes;         /* least recently used entries go beyond this */
+    /* cloud offload (daemon/offload.h); the API key is never part of cfg */
+    char offload_url[CFG_PATH_MAX];  /* OpenAI base URL ("https://host/v1"); "" disables offload */
+    int32_t offload_mode;            /* cfg_offload_mode */
+    char offload_key_file[CFG_PATH_MAX]; /* file holding the API key; else $EDGELLM_OFFLOAD_KEY */
+    char offload_model[CFG_NAME_MAX];/* model name sent to the cloud; "" : the local model id */
+    int32_t offload_connect_timeout_ms;
+    int32_t offload_timeout_ms;      /* the whole cloud exchange */
+    int32_t offload_audit_content;   /* 1: the audit table keeps request and answer text too */
 } cfg;
 
 /* Fills c from defaults, then the file named by --config (or EDGELLM_CONFIG), then the

@@ -1,7 +1,9 @@
 /* edgellmd — the long-running inference service. This file wires the parts together and
  * owns the libuv event loop: signals (SIGTERM drains, SIGINT stops now), the timer that
  * expires queued requests at their deadline, the wake-ups from the worker and the HTTP
- * threads, and loading the model off the loop so /health can answer "loading" meanwhile.
+ * threads, loading the model (and its SHA-256, the cache's idea of its identity) off the
+ * loop so /health can answer "loading" meanwhile, the cache database, and the cloud
+ * client that runs on the loop.
  *
  * Not here: HTTP (api/http.c), routing and jobs (router.c), the queue (sched.c), the engine
  * (infer.c). This is the only file of the daemon that exits. */
@@ -11,12 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "api/http.h"
 #include "config/cfg.h"
+#include "daemon/cache.h"
 #include "daemon/infer.h"
+#include "daemon/offload.h"
 #include "daemon/router.h"
 #include "daemon/sched.h"
 #include "daemon/sock.h"
@@ -30,11 +35,15 @@ typedef struct edgellmd {
     uv_signal_t sigterm, sigint;
     uv_work_t load;
     router *r;
+    cache *db;                /* NULL: no cache (disabled, or the database cannot be opened) */
+    offload *off;             /* NULL: no offload URL */
     api_server *servers[2];
     int n_servers;
     infer *loaded;            /* result of the load work */
     err_info load_err;
     int load_rc;
+    uint8_t model_sha[SHA256_BYTES];
+    bool model_sha_ok;
     bool loading, draining;
     bool grace_over;          /* stop without waiting for connections still sending */
     const char *announced;    /* model state last logged */
@@ -89,6 +98,21 @@ static void load_work(uv_work_t *w)
 {
     edgellmd *d = w->data;
     d->load_rc = infer_open(&d->loaded, &d->c, &d->load_err);
+    if (d->load_rc < 0 || !d->db || d->c.no_cache)
+        return; /* the hash only names the model in cache keys */
+    /* Read whole only the first time this file is seen; remembered in the database. */
+    int64_t t0 = sched_now_ns();
+    bool remembered = false;
+    err_info ei = {0};
+    char hex[SHA256_HEX];
+    d->model_sha_ok = cache_file_sha256(d->db, d->c.model, d->model_sha, &remembered, &ei) == 0;
+    if (d->model_sha_ok) {
+        sha256_hex(d->model_sha, hex);
+        fprintf(stderr, "edgellmd: model sha256 %s (%s in %.0f ms)\n", hex, remembered ? "remembered" : "computed",
+                (double)(sched_now_ns() - t0) / 1e6);
+    } else {
+        fprintf(stderr, "edgellmd: cannot hash the model, answers will not be cached: %s\n", ei.msg);
+    }
 }
 
 static void load_done(uv_work_t *w, int status)
@@ -101,7 +125,7 @@ static void load_done(uv_work_t *w, int status)
                 infer_arch(in), chat_family_name(infer_chat_family(in)), infer_chat_source(in));
         if (!strcmp(infer_chat_source(in), "fallback"))
             fprintf(stderr, "edgellmd: the model has no recognisable chat template: using chatml\n");
-        router_model_loaded(d->r, in);
+        router_model_loaded(d->r, in, d->model_sha_ok ? d->model_sha : NULL);
     } else {
         const char *msg = err_text(&d->load_err, d->load_rc);
         fprintf(stderr, "edgellmd: cannot load %s: %s\n", d->c.model, msg);
@@ -175,6 +199,57 @@ static int start_listeners(edgellmd *d, err_info *ei)
     return 0;
 }
 
+/* The database path: --cache-db, else <state dir>/cache.db, the state directory being
+ * --state-dir, $STATE_DIRECTORY (systemd's StateDirectory=), $XDG_STATE_HOME/edgellm or
+ * ~/.local/state/edgellm, created if missing. "" when there is nowhere to put it. */
+static void cache_path(const cfg *c, char *path, size_t cap)
+{
+    if (c->cache_db[0]) {
+        snprintf(path, cap, "%s", c->cache_db);
+        return;
+    }
+    char dir[CFG_PATH_MAX];
+    const char *sd = getenv("STATE_DIRECTORY"), *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    if (c->state_dir[0])
+        snprintf(dir, sizeof dir, "%s", c->state_dir);
+    else if (sd && *sd)
+        snprintf(dir, sizeof dir, "%.*s", (int)strcspn(sd, ":"), sd); /* the first of a list */
+    else if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/edgellm", xdg);
+    else if (home && *home)
+        snprintf(dir, sizeof dir, "%s/.local/state/edgellm", home);
+    else
+        dir[0] = 0;
+    /* mkdir -p: the parents of a default directory may not exist yet */
+    for (char *p = dir + 1; *dir && *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(dir, 0700);
+            *p = '/';
+        }
+    if (*dir)
+        mkdir(dir, 0700);
+    snprintf(path, cap, "%s%s", dir, *dir ? "/cache.db" : "");
+}
+
+/* The database, unless nothing needs it (no cache and no offload audit). Any failure leaves
+ * the daemon running without it. */
+static void open_cache(edgellmd *d)
+{
+    if (d->c.no_cache && !d->c.offload_url[0])
+        return;
+    char path[CFG_PATH_MAX];
+    cache_path(&d->c, path, sizeof path);
+    cache_params p = {.path = path, .ttl_s = d->c.cache_ttl_s, .max_bytes = d->c.cache_max_bytes};
+    err_info ei = {0};
+    if (!path[0])
+        fprintf(stderr, "edgellmd: no state directory (set --state-dir or --cache-db): running without a cache\n");
+    else if (cache_open(&d->db, &p, NULL, &ei) < 0)
+        fprintf(stderr, "edgellmd: %s: running without a cache\n", ei.msg);
+    else
+        fprintf(stderr, "edgellmd: cache %s%s\n", path, d->c.no_cache ? " (offload audit only: --no-cache)" : "");
+}
+
 static void close_handle(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -213,7 +288,16 @@ int main(int argc, char **argv)
     uv_signal_init(&d.loop, &d.sigint);
     d.wake.data = d.deadline.data = d.grace.data = d.sigterm.data = d.sigint.data = d.load.data = &d;
     d.announced = "no_model";
-    if ((rc = router_new(&d.r, &d.c, wake, &d, &ei)) < 0 || (rc = start_listeners(&d, &ei)) < 0) {
+    open_cache(&d);
+    if (d.c.offload_url[0]) {
+        if ((rc = offload_new(&d.off, &d.loop, &d.c, d.db, &ei)) < 0) {
+            fprintf(stderr, "edgellmd: %s\n", err_text(&ei, rc));
+            rc = 1;
+            goto done;
+        }
+        fprintf(stderr, "edgellmd: offload %s\n", offload_describe(d.off));
+    }
+    if ((rc = router_new(&d.r, &d.c, d.db, d.off, wake, &d, &ei)) < 0 || (rc = start_listeners(&d, &ei)) < 0) {
         fprintf(stderr, "edgellmd: %s\n", err_text(&ei, rc));
         rc = 1;
         goto done;
@@ -235,7 +319,9 @@ done:
         api_server_stop(d.servers[i]);
     if (d.c.socket_path[0] && d.n_servers)
         unlink(d.c.socket_path);
+    offload_free(d.off); /* before the router: the last exchanges finish their jobs through it */
     router_free(d.r);
+    cache_close(d.db);
     uv_walk(&d.loop, close_handle, NULL);
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);

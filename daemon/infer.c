@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/sse.h"
 #include "daemon/sched.h"
 #include "engine/gen.h"
 #include "engine/model.h"
@@ -138,21 +137,25 @@ static int encode(const tok_vocab *v, const char *text, size_t len, bool add_bos
     return 0;
 }
 
-int infer_prompt(const infer *in, const api_req *r, int32_t **tokens, int32_t *n, err_info *ei)
+int infer_render(const infer *in, const api_req *r, char **text, size_t *len, err_info *ei)
+{
+    if (r->kind == API_KIND_CHAT)
+        return chat_render(in->family, r->msgs, r->n_msgs, true, text, len, ei);
+    *text = malloc(r->prompt_len + 1);
+    if (!*text)
+        return err_set(ei, -ENOMEM, "out of memory");
+    memcpy(*text, r->prompt, r->prompt_len + 1);
+    *len = r->prompt_len;
+    return 0;
+}
+
+int infer_prompt(const infer *in, const api_req *r, const char *text, size_t len, int32_t **tokens, int32_t *n,
+                 err_info *ei)
 {
     *tokens = NULL;
-    const tok_vocab *v = model_vocab(in->m);
-    int rc;
-    if (r->kind == API_KIND_CHAT) {
-        char *text = NULL;
-        size_t len = 0;
-        if ((rc = chat_render(in->family, r->msgs, r->n_msgs, true, &text, &len, ei)) < 0)
-            return rc;
-        rc = encode(v, text, len, true, true, tokens, n, ei);
-        free(text);
-    } else {
-        rc = encode(v, r->prompt, r->prompt_len, true, false, tokens, n, ei);
-    }
+    /* A chat's rendered template carries special tokens; a completion prompt is plain text. */
+    bool chat = r->kind == API_KIND_CHAT;
+    int rc = encode(model_vocab(in->m), text, len, true, chat, tokens, n, ei);
     int32_t n_ctx = infer_n_ctx(in);
     if (rc == 0 && *n >= n_ctx) {
         free(*tokens);
@@ -171,11 +174,6 @@ typedef struct run_state {
     int32_t n_after_cancel;
 } run_state;
 
-static int put_frame(run_state *st, int n)
-{
-    return api_job_write(st->job, st->in->frame, (size_t)n);
-}
-
 static int on_text(void *ud, const char *text, size_t len, int32_t token)
 {
     (void)token;
@@ -185,26 +183,12 @@ static int on_text(void *ud, const char *text, size_t len, int32_t token)
         st->deadline_hit = true;
         return 1;
     }
-    if (!api_job_req(st->job)->stream)
-        return api_job_write(st->job, text, len) < 0;
-    const api_sse *sse = api_job_sse(st->job);
-    while (len) {
-        /* Frames carry whole characters: a split one would reach the client as two halves. */
-        size_t n = len <= API_SSE_TEXT_MAX ? len : utf8_complete_prefix(text, API_SSE_TEXT_MAX);
-        if (n == 0)
-            n = API_SSE_TEXT_MAX; /* not UTF-8 at all: any cut is as good as another */
-        if (put_frame(st, api_sse_text(sse, text, n, st->in->frame, sizeof st->in->frame)) < 0)
-            return 1;
-        text += n;
-        len -= n;
-    }
-    return 0;
+    return api_job_emit_text(st->job, text, len, st->in->frame) < 0;
 }
 
 void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res)
 {
     api_req *r = api_job_req(job);
-    const api_sse *sse = api_job_sse(job);
     const char *stops[API_MAX_STOP + 1];
     int n_stop = 0;
     for (int i = 0; i < r->n_stop; i++)
@@ -222,8 +206,7 @@ void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res)
         .cancel = api_job_cancel_flag(job),
     };
     run_state st = {.in = in, .job = job, .deadline_ns = t->deadline_ns};
-    if (r->stream)
-        put_frame(&st, api_sse_role(sse, in->frame, sizeof in->frame));
+    api_job_emit_start(job, in->frame);
     gen_result gr = {0};
     err_info ei = {0};
     int rc = gen_run(in->g, &g, on_text, &st, &gr, &ei);
@@ -235,21 +218,14 @@ void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res)
     if (rc < 0) {
         res->code = rc;
         snprintf(res->message, sizeof res->message, "%s", err_text(&ei, rc));
-        if (r->stream) {
-            put_frame(&st, api_sse_error(api_err_from_code(rc), res->message, in->frame, sizeof in->frame));
-            api_job_write(job, API_SSE_DONE, sizeof API_SSE_DONE - 1);
-        }
-        return;
+    } else {
+        static const char *const reasons[] = {[GEN_FINISH_STOP] = "stop", [GEN_FINISH_LENGTH] = "length"};
+        /* A deadline truncates like max_tokens does; a client that left needs no reason. */
+        res->finish_reason =
+            gr.finish == GEN_FINISH_CANCELLED ? (st.deadline_hit ? "length" : NULL) : reasons[gr.finish];
+        res->partial = st.deadline_hit;
     }
-    static const char *const reasons[] = {[GEN_FINISH_STOP] = "stop", [GEN_FINISH_LENGTH] = "length"};
-    /* A deadline truncates like max_tokens does; a client that left needs no reason. */
-    res->finish_reason = gr.finish == GEN_FINISH_CANCELLED ? (st.deadline_hit ? "length" : NULL) : reasons[gr.finish];
-    if (!r->stream || !res->finish_reason)
-        return;
-    put_frame(&st, api_sse_finish(sse, res->finish_reason, in->frame, sizeof in->frame));
-    if (r->include_usage)
-        put_frame(&st, api_sse_usage(sse, gr.n_prompt, gr.n_generated, in->frame, sizeof in->frame));
-    api_job_write(job, API_SSE_DONE, sizeof API_SSE_DONE - 1);
+    api_job_emit_end(job, res, in->frame);
 }
 
 /* True when s[0..n) is well-formed UTF-8 (a piece of a byte-fallback token may not be). */

@@ -38,10 +38,15 @@ chat_family infer_chat_family(const infer *in);
 /* How the chat format was chosen: "flag", "model" or "fallback" (none recognised). */
 const char *infer_chat_source(const infer *in);
 
-/* Prompt tokens of a chat (rendered, special tokens parsed) or completion (plain text)
- * request, BOS added where the vocabulary asks. *tokens is malloc'd, caller frees.
+/* The prompt text of a request: a chat rendered through the model's template, a completion's
+ * prompt as it is. *text is malloc'd (NUL-terminated, *len bytes), caller frees. It is what
+ * the model reads, so the response cache keys on it. */
+int infer_render(const infer *in, const api_req *r, char **text, size_t *len, err_info *ei);
+/* Prompt tokens of text from infer_render (a chat's special tokens parsed, a completion's
+ * not), BOS added where the vocabulary asks. *tokens is malloc'd, caller frees.
  * -ERR_CONTEXT_FULL when the prompt leaves no room to generate in n_ctx. */
-int infer_prompt(const infer *in, const api_req *r, int32_t **tokens, int32_t *n, err_info *ei);
+int infer_prompt(const infer *in, const api_req *r, const char *text, size_t len, int32_t **tokens, int32_t *n,
+                 err_info *ei);
 
 /* One job as the router hands it to the worker. */
 typedef struct infer_task {
@@ -51,9 +56,9 @@ typedef struct infer_task {
     int64_t deadline_ns;     /* sched_now_ns base; generation ends there (finish "length") */
 } infer_task;
 
-/* Generates job's answer into its channel (SSE frames when the request streams, plain
- * text otherwise) and fills res (code, finish_reason, counts, timings other than queue_ms
- * and total_ms). Worker thread. Never allocates per token. */
+/* Generates job's answer into its channel (api_job_emit_*: SSE frames when the request
+ * streams, plain text otherwise) and fills res (code, finish_reason, partial, counts,
+ * timings other than queue_ms and total_ms). Worker thread. Never allocates per token. */
 void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res);
 
 /* /tokenize: ids of r->prompt, and with r->with_pieces their text, as a JSON body

@@ -13,7 +13,7 @@ static const double bucket_s[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 enum { N_BUCKETS = sizeof bucket_s / sizeof bucket_s[0] };
 
 /* Statuses the daemon answers with; anything else lands in the last slot as "other". */
-static const int statuses[] = {200, 400, 404, 405, 408, 413, 500, 503};
+static const int statuses[] = {200, 400, 404, 405, 408, 413, 500, 502, 503};
 enum { N_STATUSES = sizeof statuses / sizeof statuses[0] };
 
 typedef struct hist {
@@ -29,7 +29,20 @@ struct metrics {
     uint64_t prompt_tokens, generated_tokens, jobs, cancellations;
     double decode_s;                /* total decode time, for the generated/decode rate */
     double last_decode_tps;
+    uint64_t answers[3];            /* by api_source */
+    uint64_t cache_hits, cache_misses, cache_stores, cache_store_errors, cache_evictions;
+    uint64_t offloads[OFFLOAD_REASON_COUNT];
+    uint64_t cloud[OFFLOAD_OUTCOME_COUNT];
+    uint64_t fallbacks;
 };
+
+/* Every counter update is one increment under the lock. */
+#define COUNT(m, expr)                \
+    do {                              \
+        pthread_mutex_lock(&(m)->mu); \
+        expr;                         \
+        pthread_mutex_unlock(&(m)->mu); \
+    } while (0)
 
 int metrics_new(metrics **out, err_info *ei)
 {
@@ -87,12 +100,40 @@ void metrics_job(metrics *m, const api_result *r)
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_cancelled(metrics *m)
+void metrics_cancelled(metrics *m) { COUNT(m, m->cancellations++); }
+void metrics_answer(metrics *m, api_source s) { COUNT(m, m->answers[s]++); }
+void metrics_cache_lookup(metrics *m, bool hit) { COUNT(m, hit ? m->cache_hits++ : m->cache_misses++); }
+void metrics_offload(metrics *m, offload_reason why) { COUNT(m, m->offloads[why]++); }
+
+void metrics_cache_store(metrics *m, int result)
 {
     pthread_mutex_lock(&m->mu);
-    m->cancellations++;
+    if (result < 0) {
+        m->cache_store_errors++;
+    } else {
+        m->cache_stores++;
+        m->cache_evictions += (uint64_t)result;
+    }
     pthread_mutex_unlock(&m->mu);
 }
+
+void metrics_cloud_outcome(metrics *m, offload_outcome out, bool fell_back)
+{
+    COUNT(m, m->cloud[out]++; m->fallbacks += fell_back);
+}
+
+/* One labelled counter family: names[i] is the label value of values[i]. */
+static void render_family(FILE *f, const char *name, const char *help, const char *label, const uint64_t *values,
+                          int n, const char *(*label_of)(int))
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s{%s=\"%s\"} %llu\n", name, label, label_of(i), (unsigned long long)values[i]);
+}
+
+static const char *source_label(int i) { return api_source_name((api_source)i); }
+static const char *reason_label(int i) { return offload_reason_name((offload_reason)i); }
+static const char *outcome_label(int i) { return offload_outcome_name((offload_outcome)i); }
 
 static void render_hist(FILE *f, const char *name, const char *help, const hist *h)
 {
@@ -141,6 +182,23 @@ int metrics_render(metrics *m, const metrics_gauges *g, char **out, err_info *ei
                    (double)m->jobs);
     render_counter(f, "edgellm_cancellations_total", "Requests cancelled because their client left.", "counter",
                    (double)m->cancellations);
+    render_family(f, "edgellm_answers_total", "Completions answered, by where the answer came from.", "source",
+                  m->answers, 3, source_label);
+    render_counter(f, "edgellm_cache_hits_total", "Completions answered from the response cache.", "counter",
+                   (double)m->cache_hits);
+    render_counter(f, "edgellm_cache_misses_total", "Cache lookups that found nothing.", "counter",
+                   (double)m->cache_misses);
+    render_counter(f, "edgellm_cache_stores_total", "Answers stored in the cache.", "counter", (double)m->cache_stores);
+    render_counter(f, "edgellm_cache_store_errors_total", "Answers the cache failed to store (full or read-only disk).",
+                   "counter", (double)m->cache_store_errors);
+    render_counter(f, "edgellm_cache_evictions_total", "Cached answers dropped (expired or least recently used).",
+                   "counter", (double)m->cache_evictions);
+    render_family(f, "edgellm_offloads_total", "Requests sent to the cloud endpoint, by reason.", "reason", m->offloads,
+                  OFFLOAD_REASON_COUNT, reason_label);
+    render_family(f, "edgellm_cloud_outcomes_total", "Cloud exchanges by outcome.", "outcome", m->cloud,
+                  OFFLOAD_OUTCOME_COUNT, outcome_label);
+    render_counter(f, "edgellm_cloud_fallbacks_total", "Failed cloud exchanges handed to the local queue.", "counter",
+                   (double)m->fallbacks);
     pthread_mutex_unlock(&m->mu);
     render_counter(f, "edgellm_queue_depth", "Requests waiting.", "gauge", g->queue_depth);
     render_counter(f, "edgellm_queue_capacity", "Requests allowed to wait.", "gauge", g->queue_capacity);

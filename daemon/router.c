@@ -1,8 +1,11 @@
-/* router — see router.h. A completion goes: checks that need no engine (draining, model
- * state, model name) -> prompt tokens (on the connection thread, so a prompt that cannot
- * fit is a 400 before it ever waits) -> job with its data -> scheduler. The worker runs it
- * (run_job) or the queue gives it back (drop_job); either way it finishes the job exactly
- * once, and the connection thread sends whatever the job says. */
+/* router — see router.h. A completion goes: draining? -> with a ready model: model name,
+ * rendered prompt, cache key and lookup (a hit is replayed at once), prompt tokens (on the
+ * connection thread, so a prompt that cannot fit is known before it ever waits); without
+ * one, the reason it cannot run here -> job with its data -> offload_decide -> the
+ * scheduler or the cloud. The worker runs it (run_job), the queue gives it back (drop_job)
+ * or the cloud completes it (cloud_done, which may hand it to the queue); whichever path,
+ * the job is finished exactly once, and the connection thread sends whatever it says.
+ * When the connection is done (release), a finished answer goes into the cache. */
 #include "router.h"
 
 #include <cJSON.h>
@@ -28,7 +31,12 @@ struct router {
     api_handler h;
     sched *sched;
     metrics *metrics;
+    cache *db;                 /* NULL: no cache */
+    offload *off;              /* NULL: no offload */
     infer *in;                 /* written before state becomes STARTING, freed in router_free */
+    uint8_t model_sha[SHA256_BYTES];
+    bool model_sha_known;      /* written with in */
+    atomic_bool store_error_logged; /* a failing disk is reported once, not per request */
     _Atomic int state;         /* model_state */
     char fail_msg[ERR_MSG_MAX];
     atomic_bool draining;
@@ -41,13 +49,24 @@ struct router {
     char start_item;           /* address queued to make the worker call infer_start */
 };
 
+/* Why the device does not serve a request itself, as the client would hear it. */
+typedef struct refusal {
+    api_err err;
+    char msg[ERR_MSG_MAX];
+    int retry_after_s;
+} refusal;
+
 /* What the router keeps with each job (api_job_user). */
 typedef struct job_data {
-    int32_t *tokens;
+    int32_t *tokens;           /* NULL when the device cannot run it (see local) */
     int32_t n_tokens;
     int32_t max_tokens;
     int64_t submit_ns, deadline_ns;
     _Atomic int64_t start_ns;  /* when the worker took it; 0 while waiting */
+    offload_reason trigger;    /* what the device cannot do for it (OFFLOAD_NO_TRIGGER: nothing) */
+    refusal local;             /* the device's answer when tokens is NULL */
+    uint8_t key[SHA256_BYTES]; /* cache key, when keyed */
+    bool keyed, store, hit;    /* cacheable; its answer is to be stored; it was a cache hit */
 } job_data;
 
 static void job_data_free(void *p)
@@ -74,11 +93,17 @@ static double ms_between(int64_t a_ns, int64_t b_ns)
 
 /* ---- worker side ------------------------------------------------------------------ */
 
+/* Ends a job that the queue or the cloud held (their reference goes). */
 static void finish_job(router *r, api_job *job, api_result *res)
 {
     job_data *d = api_job_user(job);
+    api_source source = API_SOURCE_LOCAL;
+    api_job_committed(job, &source);
     res->total_ms = ms_between(d->submit_ns, sched_now_ns());
-    metrics_job(r->metrics, res);
+    if (source == API_SOURCE_LOCAL)
+        metrics_job(r->metrics, res);
+    if (res->code == 0 && res->finish_reason)
+        metrics_answer(r->metrics, source);
     api_job_finish(job, res);
     api_job_unref(job); /* the queue's reference */
     r->wake(r->wake_ud);
@@ -146,24 +171,315 @@ static void drop_job(void *ud, void *item, int code)
 
 /* ---- connection side -------------------------------------------------------------- */
 
-static bool model_usable(router *r, api_call *call)
+static void refuse(api_call *call, const refusal *f)
 {
+    api_call_error(call, f->err, "%s", f->msg);
+    call->retry_after_s = f->retry_after_s;
+}
+
+/* True when the model can take work; else why not in *f. */
+static bool model_usable(router *r, refusal *f)
+{
+    *f = (refusal){.err = API_E_NO_MODEL};
     switch ((model_state)atomic_load(&r->state)) {
     case MODEL_READY:
         return true;
     case MODEL_LOADING:
     case MODEL_STARTING:
-        api_call_error(call, API_E_LOADING, "the model is still loading; retry shortly");
-        call->retry_after_s = 1;
+        *f = (refusal){.err = API_E_LOADING, .retry_after_s = 1};
+        snprintf(f->msg, sizeof f->msg, "the model is still loading; retry shortly");
         return false;
     case MODEL_FAILED:
-        api_call_error(call, API_E_NO_MODEL, "the model failed to load: %s", r->fail_msg);
+        snprintf(f->msg, sizeof f->msg, "the model failed to load: %s", r->fail_msg);
         return false;
     case MODEL_NONE:
         break;
     }
-    api_call_error(call, API_E_NO_MODEL, "no model is loaded: start edgellmd with --model FILE.gguf");
+    snprintf(f->msg, sizeof f->msg, "no model is loaded: start edgellmd with --model FILE.gguf");
     return false;
+}
+
+/* ---- response cache --------------------------------------------------------------- */
+
+static void hash_field(sha256_ctx *h, const char *name, const void *data, size_t n)
+{
+    uint64_t len = n; /* length-prefixed, so no two requests hash the same bytes */
+    sha256_update(h, name, strlen(name) + 1);
+    sha256_update(h, &len, sizeof len);
+    sha256_update(h, data, n);
+}
+
+static void hash_number(sha256_ctx *h, const char *name, double v)
+{
+    char text[40];
+    int n = snprintf(text, sizeof text, "%.9g", v);
+    hash_field(h, name, text, (size_t)n);
+}
+
+/* The canonical request (router.h) -> key. */
+static void cache_key(router *r, const api_req *req, const char *prompt, size_t len, int32_t max_tokens,
+                      uint8_t key[SHA256_BYTES])
+{
+    const sampler_params *sp = &req->sampling;
+    sha256_ctx h;
+    sha256_init(&h);
+    hash_field(&h, "edgellm-cache-v1", "", 0);
+    hash_field(&h, "model", r->model_sha, SHA256_BYTES);
+    hash_number(&h, "n_ctx", infer_n_ctx(r->in));
+    hash_field(&h, "kind", req->kind == API_KIND_CHAT ? "chat" : "completion", req->kind == API_KIND_CHAT ? 4 : 10);
+    hash_field(&h, "prompt", prompt, len);
+    hash_number(&h, "max_tokens", max_tokens);
+    for (int i = 0; i < req->n_stop; i++)
+        hash_field(&h, "stop", req->stop[i], strlen(req->stop[i]));
+    hash_number(&h, "temperature", sp->temperature);
+    hash_number(&h, "top_k", sp->top_k);
+    hash_number(&h, "top_p", sp->top_p);
+    hash_number(&h, "min_p", sp->min_p);
+    hash_number(&h, "repeat_penalty", sp->repeat_penalty);
+    hash_number(&h, "repeat_last_n", sp->repeat_last_n);
+    hash_number(&h, "presence_penalty", sp->presence_penalty);
+    hash_number(&h, "frequency_penalty", sp->frequency_penalty);
+    /* Greedy decoding ignores the seed; a sampled answer depends on it (and without an
+     * explicit one, only the "all" scope caches it, seed-independently). */
+    if (sp->temperature > 0 && req->seed_set) {
+        char seed[24];
+        hash_field(&h, "seed", seed, (size_t)snprintf(seed, sizeof seed, "%llu", (unsigned long long)sp->seed));
+    }
+    sha256_final(&h, key);
+}
+
+static bool cacheable(router *r, const api_req *req)
+{
+    return r->db && !r->c->no_cache && r->model_sha_known &&
+           (r->c->cache_scope == CFG_CACHE_ALL || req->sampling.temperature == 0 || req->seed_set);
+}
+
+/* Writes a cached answer into job, as the worker would have, and finishes it. */
+static void replay(router *r, api_job *job, const cache_entry *e)
+{
+    char frame[API_SSE_FRAME_MAX];
+    job_data *d = api_job_user(job);
+    api_result res = {
+        .finish_reason = strcmp(e->finish_reason, "length") ? "stop" : "length",
+        .n_prompt = e->n_prompt,
+        .n_generated = e->n_generated,
+    };
+    d->hit = true;
+    api_job_set_elastic(job, SIZE_MAX / 2); /* this thread is also the reader: never wait */
+    api_job_commit(job, API_SOURCE_CACHE);
+    api_job_emit_start(job, frame);
+    api_job_emit_text(job, e->text, e->len, frame);
+    api_job_emit_end(job, &res, frame);
+    res.total_ms = ms_between(d->submit_ns, sched_now_ns());
+    metrics_answer(r->metrics, API_SOURCE_CACHE);
+    api_job_finish(job, &res);
+}
+
+/* After the connection is done with job: a cache hit refreshes its recency, a fresh
+ * complete answer is stored. A failing database is logged once, and counted. */
+static void remember(router *r, api_job *job, job_data *d)
+{
+    api_result res;
+    const char *text;
+    size_t len;
+    api_source source = API_SOURCE_LOCAL;
+    err_info ei = {0};
+    int rc = 0;
+    if (!d || !d->keyed || !api_job_done(job, &res) || res.code < 0 || !res.finish_reason)
+        return;
+    if (d->hit) {
+        rc = cache_touch(r->db, d->key, &ei);
+    } else if (d->store && !res.partial && api_job_captured(job, &text, &len)) {
+        api_job_committed(job, &source);
+        cache_entry e = {.text = (char *)text, .len = len, .n_prompt = res.n_prompt, .n_generated = res.n_generated};
+        snprintf(e.finish_reason, sizeof e.finish_reason, "%s", res.finish_reason);
+        snprintf(e.origin, sizeof e.origin, "%s", api_source_name(source));
+        rc = cache_put(r->db, d->key, &e, &ei);
+        metrics_cache_store(r->metrics, rc);
+    }
+    if (rc < 0 && !atomic_exchange(&r->store_error_logged, true))
+        fprintf(stderr, "edgellmd: %s (answers are still served; further cache errors are only counted)\n", ei.msg);
+}
+
+/* ---- local or cloud --------------------------------------------------------------- */
+
+/* Hands job to the scheduler with one reference the caller passes; the job now answers
+ * from the device. */
+static int queue_local(router *r, api_job *job)
+{
+    job_data *d = api_job_user(job);
+    api_job_set_elastic(job, 0); /* the worker may wait for a slow reader */
+    int rc = sched_submit(r->sched, job, d->deadline_ns);
+    if (rc == 0) {
+        api_job_commit(job, API_SOURCE_LOCAL);
+        r->wake(r->wake_ud);
+    }
+    return rc;
+}
+
+/* The end of a cloud exchange (event loop). A failure before anything reached the client
+ * falls back to the device when it can serve the request, else gives the device's answer. */
+static void cloud_done(void *ud, api_job *job, offload_outcome out, bool committed, api_result *res)
+{
+    router *r = ud;
+    job_data *d = api_job_user(job);
+    if (api_job_cancelled(job) && out != OFFLOAD_OK)
+        out = OFFLOAD_E_CANCELLED; /* its client left: nobody to fall back for */
+    bool fall_back = out != OFFLOAD_OK && out != OFFLOAD_E_CANCELLED && !committed;
+    int rc = fall_back && d->tokens ? queue_local(r, job) : -ERR_NOT_FOUND;
+    metrics_cloud_outcome(r->metrics, out, fall_back && rc == 0);
+    if (rc == 0)
+        return; /* the queue has the offload's reference now */
+    if (out == OFFLOAD_E_CANCELLED && !committed) {
+        res->code = -ERR_CANCELLED;
+        snprintf(res->message, sizeof res->message, "cancelled");
+        metrics_cancelled(r->metrics);
+    } else if (fall_back && d->tokens) {
+        res->code = rc;
+        snprintf(res->message, sizeof res->message, "%s",
+                 rc == -ERR_BUSY ? "the cloud failed and the local queue is full; retry later"
+                                 : "the server is shutting down");
+    } else if (fall_back) {
+        *res = (api_result){.code = -ERR_IO, .has_err = true, .err = d->local.err};
+        snprintf(res->message, sizeof res->message, "the cloud endpoint failed (%s) and %s", offload_outcome_name(out),
+                 d->local.msg);
+    }
+    finish_job(r, job, res);
+}
+
+/* The model name asked of the cloud. */
+static const char *cloud_model(router *r, const api_req *req)
+{
+    if (r->c->offload_model[0])
+        return r->c->offload_model;
+    if (req->model[0])
+        return req->model;
+    return atomic_load(&r->state) >= MODEL_STARTING ? infer_model_id(r->in) : NULL;
+}
+
+static void send_to_cloud(router *r, api_call *call, api_job *job, offload_reason why)
+{
+    job_data *d = api_job_user(job);
+    err_info ei = {0};
+    api_job_ref(job); /* the offload's */
+    int rc = offload_submit(r->off, job, why, cloud_model(r, api_job_req(job)), d->max_tokens, cloud_done, r, &ei);
+    if (rc < 0) {
+        api_job_unref(job);
+        api_job_unref(job);
+        api_call_error(call, rc == -ERR_CANCELLED ? API_E_SHUTTING_DOWN : API_E_INTERNAL, "%s", err_text(&ei, rc));
+        return;
+    }
+    metrics_offload(r->metrics, why);
+    call->job = job;
+}
+
+/* Milliseconds a request queued now would wait before it starts: the smoothed service time
+ * of each job ahead of it. */
+static double estimated_wait_ms(router *r)
+{
+    sched_stats st;
+    sched_get_stats(r->sched, &st);
+    return st.service_ms_ewma * (st.depth + (st.busy ? 1 : 0));
+}
+
+/* offload_decide for this job and trigger. */
+static offload_route decide(router *r, const api_call *call, api_job *job, offload_reason trigger, offload_reason *why)
+{
+    return offload_decide((cfg_offload_mode)r->c->offload_mode, offload_configured(r->off), trigger, call->offload_never,
+                          api_job_req(job)->target, why);
+}
+
+/* Local, cloud, or a refusal, re-deciding as the device's limits show up: the deadline
+ * estimate, then a full queue. Takes the connection's reference to job. */
+static void route_job(router *r, api_call *call, api_job *job)
+{
+    job_data *d = api_job_user(job);
+    offload_reason why = OFFLOAD_NO_TRIGGER;
+    switch (decide(r, call, job, d->trigger, &why)) {
+    case OFFLOAD_ROUTE_REFUSE:
+        api_call_error(call, API_E_OFFLOAD_REFUSED, "%s",
+                       call->offload_never ? "the request asks for the cloud, but X-Edgellm-Offload: never keeps it here"
+                       : !offload_configured(r->off) ? "the request asks for the cloud, but no offload endpoint is configured"
+                                                     : "the request asks for the cloud, but offload is off");
+        api_job_unref(job);
+        return;
+    case OFFLOAD_ROUTE_CLOUD:
+        send_to_cloud(r, call, job, why);
+        return;
+    case OFFLOAD_ROUTE_LOCAL:
+        break;
+    }
+    if (!d->tokens) {
+        refuse(call, &d->local);
+        api_job_unref(job);
+        return;
+    }
+    double deadline_ms = ms_between(d->submit_ns, d->deadline_ns);
+    if (estimated_wait_ms(r) > deadline_ms && decide(r, call, job, OFFLOAD_DEADLINE, &why) == OFFLOAD_ROUTE_CLOUD) {
+        send_to_cloud(r, call, job, why);
+        return;
+    }
+    api_job_ref(job); /* the queue's */
+    int rc = queue_local(r, job);
+    if (rc == 0) {
+        call->job = job;
+        return;
+    }
+    api_job_unref(job);
+    if (rc == -ERR_BUSY && decide(r, call, job, OFFLOAD_QUEUE_FULL, &why) == OFFLOAD_ROUTE_CLOUD) {
+        send_to_cloud(r, call, job, why);
+        return;
+    }
+    api_job_unref(job);
+    if (rc == -ERR_BUSY) {
+        api_call_error(call, API_E_QUEUE_FULL, "the queue is full (%d waiting); retry later", r->c->queue);
+        call->retry_after_s = sched_retry_after_s(r->sched);
+    } else {
+        api_call_error(call, API_E_SHUTTING_DOWN, "the server is shutting down");
+    }
+}
+
+/* With a ready model: the model name, the prompt (and its cache key and lookup: a hit fills
+ * *hit), its tokens. Returns false when call already has its answer (an error). A prompt
+ * too long for the context is not an error here: it is a trigger. */
+static bool prepare_local(router *r, api_call *call, job_data *d, cache_entry *hit)
+{
+    api_req *req = call->req;
+    const char *id = infer_model_id(r->in);
+    if (req->model[0] && strcmp(req->model, id)) {
+        api_call_error(call, API_E_MODEL_NOT_FOUND, "model '%.200s' does not exist; this server serves '%s'", req->model,
+                       id);
+        return false;
+    }
+    err_info ei = {0};
+    char *text = NULL;
+    size_t len = 0;
+    int rc = infer_render(r->in, req, &text, &len, &ei);
+    if (rc == 0 && (d->keyed = cacheable(r, req))) {
+        cache_key(r, req, text, len, d->max_tokens, d->key);
+        d->store = !call->no_store;
+        if (!call->no_cache) {
+            int found = cache_get(r->db, d->key, hit, &ei);
+            metrics_cache_lookup(r->metrics, found > 0);
+            if (found > 0) {
+                free(text);
+                return true;
+            }
+            ei = (err_info){0}; /* a failed lookup is a miss */
+        }
+    }
+    if (rc == 0)
+        rc = infer_prompt(r->in, req, text, len, &d->tokens, &d->n_tokens, &ei);
+    free(text);
+    if (rc == -ERR_CONTEXT_FULL) {
+        d->trigger = OFFLOAD_CONTEXT;
+        d->local.err = API_E_CONTEXT_LENGTH;
+        snprintf(d->local.msg, sizeof d->local.msg, "%s", err_text(&ei, rc));
+    } else if (rc < 0) {
+        api_call_error(call, api_err_from_code(rc), "%s", err_text(&ei, rc));
+        return false;
+    }
+    return true;
 }
 
 static void submit(router *r, api_call *call)
@@ -173,55 +489,48 @@ static void submit(router *r, api_call *call)
         api_call_error(call, API_E_SHUTTING_DOWN, "the server is shutting down");
         return;
     }
-    if (!model_usable(r, call))
-        return;
-    const char *id = infer_model_id(r->in);
-    if (req->model[0] && strcmp(req->model, id)) {
-        api_call_error(call, API_E_MODEL_NOT_FOUND, "model '%.200s' does not exist; this server serves '%s'", req->model,
-                       id);
-        return;
-    }
-    err_info ei = {0};
     job_data *d = calloc(1, sizeof *d);
     if (!d) {
         api_call_error(call, API_E_INTERNAL, "out of memory");
         return;
     }
-    int rc = infer_prompt(r->in, req, &d->tokens, &d->n_tokens, &ei);
-    if (rc < 0) {
-        job_data_free(d);
-        api_call_error(call, api_err_from_code(rc), "%s", err_text(&ei, rc));
-        return;
-    }
+    d->trigger = OFFLOAD_NO_TRIGGER;
     d->max_tokens = req->max_tokens > 0 ? req->max_tokens : r->c->max_tokens;
     d->submit_ns = sched_now_ns();
     double timeout_ms = req->timeout_s > 0 ? req->timeout_s * 1e3 : r->c->timeout_ms;
     d->deadline_ns = d->submit_ns + (int64_t)(timeout_ms * 1e6);
+    cache_entry hit = {0};
+    bool local = model_usable(r, &d->local);
+    if (!local)
+        d->trigger = OFFLOAD_NO_MODEL;
+    if (local && !prepare_local(r, call, d, &hit)) {
+        job_data_free(d);
+        return;
+    }
     if (!req->seed_set)
         req->sampling.seed = next_random(r);
     api_job *job;
-    if ((rc = api_job_new(&job, req, JOB_RING_BYTES, &ei)) < 0) {
+    err_info ei = {0};
+    int rc = api_job_new(&job, req, JOB_RING_BYTES, &ei);
+    if (rc < 0) {
         job_data_free(d);
+        cache_entry_free(&hit);
         api_call_error(call, API_E_INTERNAL, "%s", err_text(&ei, rc));
         return;
     }
     call->req = NULL; /* the job owns it now */
     api_job_set_user(job, d, job_data_free);
+    const char *id = local ? infer_model_id(r->in) : req->model[0] ? req->model : "edgellm";
     api_sse_init(api_job_sse(job), req->kind == API_KIND_CHAT, id, next_random(r), (long long)time(NULL));
-    api_job_ref(job); /* one for the queue, one for the connection */
-    if ((rc = sched_submit(r->sched, job, d->deadline_ns)) < 0) {
-        api_job_unref(job);
-        api_job_unref(job);
-        if (rc == -ERR_BUSY) {
-            api_call_error(call, API_E_QUEUE_FULL, "the queue is full (%d waiting); retry later", r->c->queue);
-            call->retry_after_s = sched_retry_after_s(r->sched);
-        } else {
-            api_call_error(call, API_E_SHUTTING_DOWN, "the server is shutting down");
-        }
+    if (hit.text) {
+        replay(r, job, &hit);
+        cache_entry_free(&hit);
+        call->job = job;
         return;
     }
-    call->job = job;
-    r->wake(r->wake_ud);
+    if (d->keyed && d->store)
+        api_job_capture(job);
+    route_job(r, call, job);
 }
 
 static void reply_json(api_call *call, int status, cJSON *root)
@@ -360,8 +669,11 @@ static void reply_metrics(router *r, api_call *call)
 
 static void reply_tokens(router *r, api_call *call)
 {
-    if (!model_usable(r, call))
+    refusal f;
+    if (!model_usable(r, &f)) {
+        refuse(call, &f);
         return;
+    }
     char *json = NULL;
     err_info ei = {0};
     int rc = call->route == API_ROUTE_TOKENIZE ? infer_tokenize(r->in, call->req, &json, &ei)
@@ -392,6 +704,7 @@ static void handle(void *ud, api_call *call)
 static void release(void *ud, api_job *job)
 {
     router *r = ud;
+    remember(r, job, api_job_user(job));
     if (sched_remove(r->sched, job)) {
         /* Its client left while it waited: it leaves the queue now, never reaching the worker. */
         metrics_cancelled(r->metrics);
@@ -399,6 +712,7 @@ static void release(void *ud, api_job *job)
         r->wake(r->wake_ud);
     } else if (!api_job_done(job, NULL)) {
         api_job_cancel(job); /* running: gen_run stops at the next token or prefill chunk */
+        offload_notice_cancel(r->off); /* or at the cloud: the exchange is aborted */
     }
     api_job_unref(job);
 }
@@ -408,21 +722,24 @@ static void log_request(void *ud, const api_log *rec)
     router *r = ud;
     metrics_request(r->metrics, rec->route, rec->status);
     const api_result *res = rec->result;
-    fprintf(stderr, "edgellmd: %s %s %d queue_ms=%.1f prompt=%d gen=%d ms=%.1f%s\n", rec->method, rec->path,
+    fprintf(stderr, "edgellmd: %s %s %d queue_ms=%.1f prompt=%d gen=%d ms=%.3f%s%s%s\n", rec->method, rec->path,
             rec->status, res ? res->queue_ms : 0.0, res ? res->n_prompt : 0, res ? res->n_generated : 0, rec->total_ms,
-            rec->client_gone ? " client_gone" : "");
+            rec->source ? " source=" : "", rec->source ? rec->source : "", rec->client_gone ? " client_gone" : "");
     r->wake(r->wake_ud); /* a drain may be waiting for the last answer to go out */
 }
 
 /* ---- life cycle ------------------------------------------------------------------- */
 
-int router_new(router **out, const cfg *c, void (*wake)(void *), void *wake_ud, err_info *ei)
+int router_new(router **out, const cfg *c, cache *db, offload *off, void (*wake)(void *), void *wake_ud,
+               err_info *ei)
 {
     *out = NULL;
     router *r = calloc(1, sizeof *r);
     if (!r)
         return err_set(ei, -ENOMEM, "out of memory");
     r->c = c;
+    r->db = db;
+    r->off = off;
     r->h = (api_handler){.ud = r, .handle = handle, .release = release, .log = log_request};
     r->wake = wake;
     r->wake_ud = wake_ud;
@@ -459,9 +776,12 @@ void router_model_loading(router *r)
     atomic_store(&r->state, MODEL_LOADING);
 }
 
-void router_model_loaded(router *r, infer *in)
+void router_model_loaded(router *r, infer *in, const uint8_t sha256[SHA256_BYTES])
 {
     r->in = in;
+    r->model_sha_known = sha256 != NULL;
+    if (sha256)
+        memcpy(r->model_sha, sha256, SHA256_BYTES);
     r->loaded_at = (long long)time(NULL);
     atomic_store(&r->state, MODEL_STARTING);
     /* The worker creates the session: its thread pool must belong to the thread that runs it. */
@@ -499,13 +819,15 @@ void router_drain(router *r, bool cancel_all)
 {
     atomic_store(&r->draining, true);
     sched_stop(r->sched, cancel_all);
-    if (cancel_all)
+    if (cancel_all) {
         sched_visit(r->sched, cancel_running, r);
+        offload_cancel_all(r->off);
+    }
 }
 
 bool router_idle(router *r)
 {
     sched_stats st;
     sched_get_stats(r->sched, &st);
-    return st.depth == 0 && !st.busy;
+    return st.depth == 0 && !st.busy && offload_in_flight(r->off) == 0;
 }

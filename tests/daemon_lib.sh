@@ -15,10 +15,12 @@ TMP=$(mktemp -d)
 PASSED=0
 FAILED=0
 DAEMONS=()
+MOUNTS=()   # file systems a script mounted under $TMP (tmpfs disks), unmounted at exit
 
 cleanup() {
     for pid in "${DAEMONS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
     wait 2>/dev/null
+    for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -35,13 +37,14 @@ finish() {
 }
 
 # start_daemon NAME [edgellmd flags...]: starts edgellmd on 127.0.0.1 port 0 and the socket
-# $TMP/NAME.sock, logging to $TMP/NAME.log; waits until it listens (and, with a model, is
-# ready; START_WAIT=TEXT waits for that log text instead). Sets PORT, PID, SOCK, LOG, URL.
+# $TMP/NAME.sock, logging to $TMP/NAME.log, its state (cache database) in $TMP/NAME.state;
+# waits until it listens (and, with a model, is ready; START_WAIT=TEXT waits for that log
+# text instead). Sets PORT, PID, SOCK, LOG, URL.
 start_daemon() {
     local name=$1; shift
     LOG=$TMP/$name.log
     SOCK=$TMP/$name.sock
-    "$EDGELLMD" --host 127.0.0.1 --port 0 --socket "$SOCK" "$@" 2>"$LOG" &
+    "$EDGELLMD" --host 127.0.0.1 --port 0 --socket "$SOCK" --state-dir "$TMP/$name.state" "$@" 2>"$LOG" &
     PID=$!
     DAEMONS+=("$PID")
     local want="listening on unix"

@@ -151,6 +151,9 @@ START_TEST(bad_types_and_ranges_name_the_field)
         {"\"timeout\":0", -ERR_RANGE, "'timeout'"},
         {"\"timeout\":\"1s\"", -ERR_TYPE, "'timeout'"},
         {"\"n\":2", -ERR_RANGE, "'n' must be 1"},
+        {"\"edgellm\":\"cloud\"", -ERR_TYPE, "'edgellm'"},
+        {"\"edgellm\":{\"route\":\"moon\"}", -EINVAL, "'edgellm.route'"},
+        {"\"edgellm\":{\"route\":1}", -ERR_TYPE, "'edgellm.route'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char body[512];
@@ -215,6 +218,26 @@ START_TEST(tokenize_and_detokenize)
 }
 END_TEST
 
+START_TEST(route_field)
+{
+    static const struct { const char *extra; api_target want; } cases[] = {
+        {"", API_TARGET_AUTO},
+        {",\"edgellm\":null", API_TARGET_AUTO},
+        {",\"edgellm\":{}", API_TARGET_AUTO},
+        {",\"edgellm\":{\"route\":\"auto\"}", API_TARGET_AUTO},
+        {",\"edgellm\":{\"route\":\"local\"}", API_TARGET_LOCAL},
+        {",\"edgellm\":{\"route\":\"cloud\"}", API_TARGET_CLOUD},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"prompt\":\"x\"%s}", cases[i].extra);
+        api_req *r = parse_ok(API_KIND_COMPLETION, body);
+        ck_assert_msg(r->target == cases[i].want, "%s: target %d", body, r->target);
+        api_req_free(r);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api_req");
@@ -228,6 +251,7 @@ int main(void)
     tcase_add_test(tc, bad_messages);
     tcase_add_test(tc, not_json);
     tcase_add_test(tc, tokenize_and_detokenize);
+    tcase_add_test(tc, route_field);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -152,9 +152,10 @@ START_TEST(error_table)
         {API_E_NOT_FOUND, 404, "not_found"},             {API_E_MODEL_NOT_FOUND, 404, "model_not_found"},
         {API_E_METHOD, 405, "method_not_allowed"},       {API_E_SLOW_CLIENT, 408, "request_timeout"},
         {API_E_TOO_LARGE, 413, "payload_too_large"},     {API_E_INTERNAL, 500, "internal_error"},
+        {API_E_UPSTREAM, 502, "upstream_error"},
         {API_E_QUEUE_FULL, 503, "queue_full"},           {API_E_TIMEOUT, 503, "timeout"},
         {API_E_NO_MODEL, 503, "model_not_loaded"},       {API_E_LOADING, 503, "model_loading"},
-        {API_E_SHUTTING_DOWN, 503, "shutting_down"},
+        {API_E_SHUTTING_DOWN, 503, "shutting_down"},     {API_E_OFFLOAD_REFUSED, 503, "offload_not_allowed"},
     };
     ck_assert_int_eq(sizeof rows / sizeof rows[0], API_E_COUNT);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

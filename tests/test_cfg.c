@@ -25,6 +25,8 @@ static void clear_env(void)
     unsetenv("EDGELLM_QUEUE");
     unsetenv("EDGELLM_CONFIG");
     unsetenv("EDGELLM_CHAT_TEMPLATE");
+    unsetenv("EDGELLM_NO_CACHE");
+    unsetenv("EDGELLM_OFFLOAD_MODE");
 }
 
 START_TEST(defaults)
@@ -175,6 +177,47 @@ START_TEST(json_file_errors)
 }
 END_TEST
 
+/* --no-cache takes no value; enums take their names; both also come from env and JSON. */
+START_TEST(booleans_and_choices)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    ck_assert_int_eq(LOAD(&c, &ei), 0);
+    ck_assert_int_eq(c.no_cache, 0);
+    ck_assert_int_eq(c.offload_mode, CFG_OFFLOAD_FALLBACK);
+    ck_assert_int_eq(c.cache_scope, CFG_CACHE_DETERMINISTIC);
+    ck_assert_int_eq(LOAD(&c, &ei, "--no-cache", "--offload-mode", "prefer", "--cache-scope=all"), 0);
+    ck_assert_int_eq(c.no_cache, 1);
+    ck_assert_int_eq(c.offload_mode, CFG_OFFLOAD_PREFER);
+    ck_assert_int_eq(c.cache_scope, CFG_CACHE_ALL);
+    ck_assert_int_eq(LOAD(&c, &ei, "--no-cache=false", "--offload-mode=off"), 0);
+    ck_assert_int_eq(c.no_cache, 0);
+    ck_assert_int_eq(c.offload_mode, CFG_OFFLOAD_OFF);
+    ck_assert_int_eq(LOAD(&c, &ei, "--offload-mode", "sometimes"), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "--offload-mode"));
+    ck_assert_ptr_nonnull(strstr(ei.msg, "off|fallback|prefer"));
+    ck_assert_int_eq(LOAD(&c, &ei, "--no-cache=maybe"), -EINVAL);
+    setenv("EDGELLM_NO_CACHE", "1", 1);
+    setenv("EDGELLM_OFFLOAD_MODE", "prefer", 1);
+    ck_assert_int_eq(LOAD(&c, &ei), 0);
+    ck_assert_int_eq(c.no_cache, 1);
+    ck_assert_int_eq(c.offload_mode, CFG_OFFLOAD_PREFER);
+    clear_env();
+    char path[] = "/tmp/edgellm-cfg-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const char *json = "{\"no_cache\": true, \"offload_mode\": \"off\", \"offload_url\": \"http://127.0.0.1:9/v1\"}";
+    ck_assert_int_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    ck_assert_int_eq(LOAD(&c, &ei, "--config", path), 0);
+    ck_assert_int_eq(c.no_cache, 1);
+    ck_assert_int_eq(c.offload_mode, CFG_OFFLOAD_OFF);
+    ck_assert_str_eq(c.offload_url, "http://127.0.0.1:9/v1");
+    unlink(path);
+}
+END_TEST
+
 START_TEST(usage_lists_every_flag_with_default)
 {
     char buf[8192];
@@ -186,6 +229,8 @@ START_TEST(usage_lists_every_flag_with_default)
     ck_assert_ptr_nonnull(strstr(buf, "--socket-mode"));
     ck_assert_ptr_nonnull(strstr(buf, "(default 0660)"));
     ck_assert_ptr_nonnull(strstr(buf, "--config"));
+    ck_assert_ptr_nonnull(strstr(buf, "(default fallback, of off|fallback|prefer)"));
+    ck_assert_ptr_nonnull(strstr(buf, "--no-cache"));
     char small[16];
     ck_assert_int_eq(cfg_usage(small, sizeof small), n); /* snprintf-like: full length */
     ck_assert_int_eq((int)strlen(small), 15);
@@ -202,6 +247,7 @@ int main(void)
     tcase_add_test(tc, env_between_file_and_flags);
     tcase_add_test(tc, json_file);
     tcase_add_test(tc, json_file_errors);
+    tcase_add_test(tc, booleans_and_choices);
     tcase_add_test(tc, usage_lists_every_flag_with_default);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
