@@ -38,6 +38,9 @@ int cli_engine_parse_opt(cli_engine_opts *o, int opt, const char *arg, const cha
         else if (!strcasecmp(arg, "F32")) o->kv_type = QT_F32;
         else rc = -1;
         break;
+    case CLI_OPT_SHM: o->shm = CLI_SHM_ON; return 1;
+    case CLI_OPT_NO_SHM: o->shm = CLI_SHM_OFF; return 1;
+    case CLI_OPT_MLOCK: o->mlock = true; return 1;
     default: return 0;
     }
     if (rc) {
@@ -47,12 +50,36 @@ int cli_engine_parse_opt(cli_engine_opts *o, int opt, const char *arg, const cha
     return 1;
 }
 
+/* The model over the shared copy when there is one (or o asks for one), else the file. */
+static int open_model(cli_engine *e, const cli_engine_opts *o, err_info *ei)
+{
+    if (o->mlock && o->shm == CLI_SHM_OFF)
+        return err_set(ei, -EINVAL, "--mlock locks the shared copy: it cannot go with --no-shm");
+    if (o->shm == CLI_SHM_OFF)
+        return model_open(&e->m, o->model_path, ei);
+    mstore_opts mo;
+    mstore_opts_default(&mo);
+    mo.create = o->shm == CLI_SHM_ON || o->mlock;
+    mo.mlock = o->mlock;
+    err_info shm_ei = {0};
+    int shm_rc = mstore_open(&e->ms, o->model_path, &mo, &shm_ei);
+    if (shm_rc == 0)
+        return model_open_mem(&e->m, mstore_data(e->ms), mstore_size(e->ms), ei);
+    if (mo.create)
+        return err_set(ei, shm_rc, "%s", shm_ei.msg);
+    /* the default only attaches, and must never cost the run: without a usable copy, the file */
+    int rc = model_open(&e->m, o->model_path, ei);
+    if (rc == 0 && shm_rc != -ERR_NOT_FOUND)
+        fprintf(stderr, "edgellm: not using the shared copy (%s): reading the file\n", shm_ei.msg);
+    return rc;
+}
+
 int cli_engine_open(cli_engine *e, const cli_engine_opts *o, err_info *ei)
 {
     memset(e, 0, sizeof *e);
     model_session_params sp;
     model_session_params_default(&sp);
-    int rc = model_open(&e->m, o->model_path, ei);
+    int rc = open_model(e, o, ei);
     if (rc)
         goto fail;
     if ((rc = pool_new(&e->pool, o->threads, ei)))
@@ -74,6 +101,7 @@ void cli_engine_close(cli_engine *e)
     model_session_free(e->s);
     pool_free(e->pool);
     model_close(e->m);
+    mstore_close(e->ms);
     memset(e, 0, sizeof *e);
 }
 

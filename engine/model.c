@@ -252,13 +252,14 @@ static void summarize_types(model *m)
         m->weight_bytes += gguf_tensor_at(m->g, i)->nbytes;
 }
 
-int model_open(model **out, const char *path, err_info *ei)
+/* Opens the model in the file at path, or (path NULL) in the caller's size bytes at data. */
+static int open_model(model **out, const char *path, const void *data, size_t size, err_info *ei)
 {
     *out = NULL;
     model *m = calloc(1, sizeof *m);
     if (!m)
         return err_set(ei, -ENOMEM, "out of memory");
-    int rc = gguf_open(&m->g, path, ei);
+    int rc = path ? gguf_open(&m->g, path, ei) : gguf_open_mem(&m->g, data, size, ei);
     if (rc)
         goto fail;
     if ((rc = read_hparams(m, ei)) || (rc = tok_load(&m->vocab, m->g, ei)))
@@ -277,6 +278,16 @@ int model_open(model **out, const char *path, err_info *ei)
 fail:
     model_close(m);
     return rc;
+}
+
+int model_open(model **out, const char *path, err_info *ei)
+{
+    return open_model(out, path, NULL, 0, ei);
+}
+
+int model_open_mem(model **out, const void *data, size_t size, err_info *ei)
+{
+    return open_model(out, NULL, data, size, ei);
 }
 
 void model_close(model *m)

@@ -3,7 +3,7 @@
  *
  * A model is immutable after model_open and may back several sessions; a session is used by
  * one thread at a time. Weights stay in the file mapping (no copy): tensor pointers are
- * borrowed from the gguf object the model owns.
+ * borrowed from the gguf object the model owns (or from the caller's buffer, model_open_mem).
  * Not here: tokenization (tok.h), sampling (sampler.h), the generation loop (gen.h). */
 #ifndef EDGELLM_MODEL_H
 #define EDGELLM_MODEL_H
@@ -48,6 +48,9 @@ typedef struct model model;
  * type, and loads the tokenizer. Errors name the key or tensor ("blk.3.attn_k.weight has
  * shape [256, 64], expected [256, 128]"; "architecture 'falcon' is not supported"). */
 int model_open(model **out, const char *path, err_info *ei);
+/* Same over a GGUF image in the caller's memory (e.g. mstore_data of a shared copy): the
+ * buffer is borrowed, read-only, and must outlive the model. */
+int model_open_mem(model **out, const void *data, size_t size, err_info *ei);
 void model_close(model *m);
 
 const model_hparams *model_hparams_of(const model *m);

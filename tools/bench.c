@@ -1,7 +1,10 @@
 /* edgellm bench — prefill and decode speed of the local engine on one model, measured the
  * way llama-bench does (pp: N prompt tokens into an empty context in one call; tg: N
- * single-token steps from an empty context), plus load time, resident memory, time to
+ * single-token steps from an empty context), plus load time, time to ready (load and the
+ * first prefill: what a restart costs before the first answer), resident memory, time to
  * first token, and (with --bandwidth) the machine's read bandwidth, which bounds decode.
+ * With --pss it instead starts two processes on the model, runs a prompt in each and
+ * reports their proportional memory, to show what sharing the weights saves.
  *
  * Not a profiler: it times whole eval calls. Reports the median of the repeats with the
  * min-max range, because these machines are noisy. */
@@ -10,14 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon/cli.h"
 #include "daemon/cli_engine.h"
 #include "engine/model.h"
 #include "engine/pool.h"
 
-#define USAGE CLI_ENGINE_USAGE " [-p N_PROMPT] [-n N_GEN] [-r REPEATS] [--json] [--bandwidth]"
+#define USAGE CLI_ENGINE_USAGE " [-p N_PROMPT] [-n N_GEN] [-r REPEATS] [--json] [--bandwidth] [--pss]"
 
 static double now_s(void)
 {
@@ -102,15 +107,130 @@ static double read_bandwidth_gbs(pool *pl)
 typedef struct bench_opts {
     cli_engine_opts engine;
     int n_prompt, n_gen, repeats;
-    bool json, bandwidth;
+    bool json, bandwidth, pss;
 } bench_opts;
+
+/* n token ids drawn from a fixed seed, so every run and process feeds the same prompt. */
+static int32_t *random_tokens(int n, int32_t n_vocab)
+{
+    int32_t *t = malloc((size_t)n * sizeof *t);
+    srand(1234);
+    for (int i = 0; t && i < n; i++)
+        t[i] = rand() % n_vocab;
+    return t;
+}
+
+/* Where the weights came from, for the report. */
+static const char *weights_source(const cli_engine *e)
+{
+    return !e->ms ? "file mapping" : mstore_created(e->ms) ? "shared memory, copied now (cold)"
+                                                           : "shared memory, attached (warm)";
+}
+
+/* ---- --pss: two processes on one model --------------------------------------------------- */
+
+/* Memory of process pid in KiB, from /proc/pid/smaps_rollup. */
+typedef struct rollup {
+    long rss, pss, pss_anon, pss_file, pss_shmem;
+} rollup;
+
+static int read_rollup(pid_t pid, rollup *r)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    *r = (rollup){0};
+    while (fgets(line, sizeof line, f)) {
+        sscanf(line, "Rss: %ld", &r->rss);
+        sscanf(line, "Pss: %ld", &r->pss);
+        sscanf(line, "Pss_Anon: %ld", &r->pss_anon);
+        sscanf(line, "Pss_File: %ld", &r->pss_file);
+        sscanf(line, "Pss_Shmem: %ld", &r->pss_shmem);
+    }
+    fclose(f);
+    return 0;
+}
+
+/* A child: opens the model, runs the prompt, says so on ready, and holds everything until
+ * the parent closes done. Exit status 0 when all went well. */
+static int pss_child(const bench_opts *o, int ready, int done)
+{
+    cli_engine e;
+    err_info ei = {0};
+    char ok = 0, c;
+    int rc = cli_engine_open(&e, &o->engine, &ei);
+    bool opened = rc == 0;
+    if (opened) {
+        int32_t *toks = random_tokens(o->n_prompt, model_hparams_of(e.m)->n_vocab);
+        rc = toks ? model_session_eval(e.s, toks, o->n_prompt, NULL, false, NULL, &ei) : -ENOMEM;
+        free(toks);
+        ok = rc == 0;
+    }
+    if (rc)
+        cli_fail("bench", &ei, rc);
+    if (write(ready, &ok, 1) != 1 || read(done, &c, 1) < 0)
+        rc = -EIO;
+    if (opened)
+        cli_engine_close(&e);
+    return rc ? 1 : 0;
+}
+
+static int pss_report(const bench_opts *o)
+{
+    enum { N = 2 };
+    int ready[2], done[2], rc = 0, n = 0;
+    pid_t kids[N];
+    if (pipe(ready) || pipe(done)) {
+        perror("edgellm bench: pipe");
+        return 1;
+    }
+    fflush(stdout);
+    for (; n < N; n++) {
+        if ((kids[n] = fork()) < 0) {
+            perror("edgellm bench: fork");
+            rc = 1;
+            break;
+        }
+        if (kids[n] == 0) {
+            close(ready[0]);
+            close(done[1]); /* else the child's own copy keeps done from ever closing */
+            _exit(pss_child(o, ready[1], done[0]));
+        }
+    }
+    close(ready[1]);
+    close(done[0]);
+    for (int i = 0; i < n; i++) {
+        char ok = 0;
+        if (read(ready[0], &ok, 1) != 1 || !ok)
+            rc = 1;
+    }
+    for (int i = 0; i < n && !rc; i++) {
+        rollup r;
+        if (read_rollup(kids[i], &r)) {
+            rc = 1;
+            break;
+        }
+        printf("process %d: RSS %.1f MiB, PSS %.1f MiB (anon %.1f, file %.1f, shmem %.1f)\n", i + 1, r.rss / 1024.0,
+               r.pss / 1024.0, r.pss_anon / 1024.0, r.pss_file / 1024.0, r.pss_shmem / 1024.0);
+    }
+    close(done[1]);
+    for (int i = 0; i < n; i++) {
+        int status;
+        if (waitpid(kids[i], &status, 0) != kids[i] || !WIFEXITED(status) || WEXITSTATUS(status))
+            rc = 1;
+    }
+    close(ready[0]);
+    return rc;
+}
 
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
     static const struct option longopts[] = {CLI_ENGINE_LONGOPTS, {"n-prompt", required_argument, 0, 'p'},
                                              {"n-gen", required_argument, 0, 'n'}, {"repeats", required_argument, 0, 'r'},
                                              {"json", no_argument, 0, 'J'}, {"bandwidth", no_argument, 0, 'W'},
-                                             {"help", no_argument, 0, 'h'}, {0}};
+                                             {"pss", no_argument, 0, 'S'}, {"help", no_argument, 0, 'h'}, {0}};
     cli_engine_opts_default(&o->engine);
     o->n_prompt = 64;
     o->n_gen = 32;
@@ -129,6 +249,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'r': o->repeats = atoi(optarg); break;
         case 'J': o->json = true; break;
         case 'W': o->bandwidth = true; break;
+        case 'S': o->pss = true; break;
         case 'h': printf("usage: edgellm bench %s\n", USAGE); return -1;
         default: return cli_usage("bench", USAGE, "unknown option");
         }
@@ -150,6 +271,8 @@ int cli_bench(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc < 0 ? 0 : rc; /* -1: help was printed */
+    if (o.pss)
+        return pss_report(&o);
     err_info ei = {0};
     cli_engine e;
     double t_load = now_s();
@@ -157,7 +280,7 @@ int cli_bench(int argc, char **argv)
         return cli_fail("bench", &ei, rc);
     t_load = now_s() - t_load;
     const model_hparams *hp = model_hparams_of(e.m);
-    int32_t *toks = malloc((size_t)(o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen) * sizeof *toks);
+    int32_t *toks = random_tokens(o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen, hp->n_vocab);
     float *logits = malloc((size_t)hp->n_vocab * sizeof *logits);
     double *pp = malloc((size_t)o.repeats * sizeof *pp), *tg = malloc((size_t)o.repeats * sizeof *tg),
            *ttft = malloc((size_t)o.repeats * sizeof *ttft);
@@ -165,12 +288,12 @@ int cli_bench(int argc, char **argv)
         rc = err_set(&ei, -ENOMEM, "out of memory");
         goto done;
     }
-    srand(1234);
-    for (int i = 0; i < (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen); i++)
-        toks[i] = rand() % hp->n_vocab;
-    /* warm-up: fault the weights in and let the CPU clock settle */
+    /* warm-up: fault the weights in and let the CPU clock settle; being the first prefill, it
+     * is also what stands between opening the model and the first answer */
+    double t_ready = now_s();
     if ((rc = model_session_eval(e.s, toks, o.n_prompt, logits, false, NULL, &ei)))
         goto done;
+    t_ready = t_load + (now_s() - t_ready);
     for (int r = 0; r < o.repeats && !rc; r++) {
         model_session_rewind(e.s, 0);
         double t = now_s();
@@ -201,10 +324,11 @@ int cli_bench(int argc, char **argv)
                "\"pp_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"tg_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"ttft_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
-               "\"load_s\":%.4f,\"rss_mib\":%.1f",
+               "\"load_s\":%.4f,\"ready_s\":%.4f,\"weights_from\":\"%s\",\"rss_mib\":%.1f",
                o.engine.model_path, qt_name(model_main_type(e.m)), model_weight_bytes(e.m) / 1048576.0,
                pool_size(e.pool), kern_name, o.n_prompt, o.n_gen, o.repeats, spp.median, spp.min, spp.max,
-               stg.median, stg.min, stg.max, sft.median, sft.min, sft.max, t_load, rss / 1048576.0);
+               stg.median, stg.min, stg.max, sft.median, sft.min, sft.max, t_load, t_ready, weights_source(&e),
+               rss / 1048576.0);
         if (o.bandwidth)
             printf(",\"read_gbs\":%.2f,\"tg_ceiling_tps\":%.2f", bw, bw / model_gb);
         printf("}\n");
@@ -215,7 +339,8 @@ int cli_bench(int argc, char **argv)
         printf("tg%-4d %8.2f t/s (min %.2f, max %.2f)\n", o.n_gen, stg.median, stg.min, stg.max);
         printf("time to first token (%d-token prompt): %.1f ms (min %.1f, max %.1f)\n", o.n_prompt, sft.median,
                sft.min, sft.max);
-        printf("load %.3f s, RSS %.1f MiB\n", t_load, rss / 1048576.0);
+        printf("load %.3f s, ready %.3f s (load + first %d-token prefill), weights from %s, RSS %.1f MiB\n", t_load,
+               t_ready, o.n_prompt, weights_source(&e), rss / 1048576.0);
         if (o.bandwidth)
             printf("read bandwidth %.1f GB/s -> decode ceiling %.1f t/s (%.0f%% reached)\n", bw, bw / model_gb,
                    100.0 * stg.median / (bw / model_gb));
