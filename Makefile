@@ -61,7 +61,8 @@ help:
 	@echo "make test-aarch64  cross-build the engine suites for aarch64 and run them under qemu"
 	@echo "make fuzz       libFuzzer+ASan+UBSan on the parsers, FUZZ_SECONDS (default 60) each"
 	@echo "make bench      benchmark"
-	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make install    binaries, systemd units, default config (PREFIX=$(PREFIX) DESTDIR=$(DESTDIR))"
+	@echo "make uninstall  removes what install put there (not config or state)"
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -163,6 +164,31 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  check-unit check-integration
+
+# ---- install --------------------------------------------------------------
+# Binaries, systemd units (unit paths rewritten for PREFIX), sysusers/tmpfiles entries and the
+# default config, which is never overwritten. uninstall leaves config, state and the user.
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SYSCONFDIR  ?= /etc
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	  $(DESTDIR)$(SYSCONFDIR)/edgellm
+	install -m 0755 $(BUILD)/edgellm $(BUILD)/edgellmd $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/edgellm/|$(SYSCONFDIR)/edgellm/|g' \
+	  systemd/edgellmd.service >$(DESTDIR)$(UNITDIR)/edgellmd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/edgellmd.service
+	install -m 0644 systemd/edgellmd.socket $(DESTDIR)$(UNITDIR)/edgellmd.socket
+	install -m 0644 systemd/edgellm.sysusers $(DESTDIR)$(SYSUSERSDIR)/edgellm.conf
+	install -m 0644 systemd/edgellm.tmpfiles $(DESTDIR)$(TMPFILESDIR)/edgellm.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/edgellm/edgellmd.json || \
+	  install -m 0644 systemd/edgellmd.json $(DESTDIR)$(SYSCONFDIR)/edgellm/edgellmd.json
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/edgellm $(DESTDIR)$(PREFIX)/bin/edgellmd \
+	  $(DESTDIR)$(UNITDIR)/edgellmd.service $(DESTDIR)$(UNITDIR)/edgellmd.socket \
+	  $(DESTDIR)$(SYSUSERSDIR)/edgellm.conf $(DESTDIR)$(TMPFILESDIR)/edgellm.conf
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz $(BUILD)-aarch64
