@@ -1,5 +1,6 @@
 /* kern_avx2 — AVX2 (+FMA, F16C) kernels: the row dot product of every supported weight
- * type, plus the shared x86 quantizers and f16 helpers (kern_x86.h).
+ * type, the gemm tiles of prefill and decode (8-row strips, kern_tile.h), plus the shared
+ * x86 quantizers and f16 helpers (kern_x86.h).
  *
  * Integer parts are exact: 32 weight levels times 32 activation levels go through
  * maddubs (u8 x s8 -> pairs summed in s16) and madd (-> s32). maddubs wants its first
@@ -257,5 +258,471 @@ static float dot_q6_k(int n, const void *w, const void *x)
     }
     return kx_hsum_ps(acc);
 }
+
+/* ---- gemm: row-interleaved tiles (kern_tile.h) --------------------------
+ * A strip is 8 rows, one per int32 lane. Panel vectors hold four consecutive levels of
+ * every row (lane r: row r), unsigned for maddubs, whose pair sums of levels up to 15
+ * (31, 63) add up exactly in int16 over 8 (4, 2) groups of four before madd widens them
+ * to int32 (madd by the sub-block scales, for the K types). Q8_0 keeps |w| and the sign
+ * trick of dot32. */
+
+enum { STRIP = 8, COLS32 = 4, COLSK = 4, COLSF = 8 }; /* rows per strip; columns per tile32, tilek, tilef */
+
+/* A strip's rows, addressed as quad[r / 4] + at[r % 4]: few registers for eight rows. */
+typedef struct strip {
+    const uint8_t *quad[2];
+    size_t at[4];
+} strip;
+
+KX_INLINE strip strip_rows(const uint8_t *w, size_t w_stride)
+{
+    return (strip){{w, w + 4 * w_stride}, {0, w_stride, 2 * w_stride, 3 * w_stride}};
+}
+
+KX_INLINE const uint8_t *row_at(const strip *s, int r, size_t off) { return s->quad[r >> 2] + s->at[r & 3] + off; }
+
+/* The 16 bytes at row r + off, as dword k of row r in lane r of q[k]: rows 4L+i go to
+ * 128-bit lane L of a[i], then each lane is a 4x4 transpose. */
+KX_INLINE void load16x4(const strip *s, size_t off, __m256i q[4])
+{
+    __m256i a[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        a[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)row_at(s, i, off))),
+                                       _mm_loadu_si128((const __m128i *)row_at(s, 4 + i, off)), 1);
+    const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+    q[0] = _mm256_unpacklo_epi64(t0, t2);
+    q[1] = _mm256_unpackhi_epi64(t0, t2);
+    q[2] = _mm256_unpacklo_epi64(t1, t3);
+    q[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+/* The 16-bit field at row r + off of each row, in int16 lane r (scalar loads packed four
+ * to a 64-bit word; see kern_avx512.c). */
+KX_INLINE __m128i gather_u16(const strip *s, size_t off)
+{
+    uint64_t q[2];
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+        q[i] = 0;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            uint16_t h;
+            memcpy(&h, row_at(s, 4 * i + k, off), sizeof h);
+            q[i] |= (uint64_t)h << (16 * k);
+        }
+    }
+    return _mm_set_epi64x((long long)q[1], (long long)q[0]);
+}
+
+/* The f16 at row r + off of each row, as floats in lane r. */
+KX_INLINE __m256 gather_f16(const strip *s, size_t off) { return _mm256_cvtph_ps(gather_u16(s, off)); }
+
+/* The little-endian 32-bit word at row r + off of each row, in lane r. */
+KX_INLINE __m256i gather_u32(const strip *s, size_t off)
+{
+    const __m256i lo = _mm256_cvtepu16_epi32(gather_u16(s, off)), hi = _mm256_cvtepu16_epi32(gather_u16(s, off + 2));
+    return _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16));
+}
+
+/* The f16 in the low half of each int32 lane, as floats. */
+KX_INLINE __m256 low_f16(__m256i v)
+{
+    const __m256i w = _mm256_packus_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), _mm256_setzero_si256());
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(w, 0x08))); /* qwords 0, 2 */
+}
+
+/* Low and high nibbles of 4 dwords of packed levels: 0x0F-masked in lo[k], then hi[k]. */
+KX_INLINE void split_nibbles(const __m256i q[4], __m256i lo[4], __m256i hi[4])
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        lo[k] = _mm256_and_si256(q[k], low4);
+        hi[k] = _mm256_and_si256(_mm256_srli_epi32(q[k], 4), low4);
+    }
+}
+
+/* out[r] for r < nrows: v, or v plus what is there. */
+KX_INLINE void store_rows(float *out, __m256 v, int nrows, bool accumulate)
+{
+    if (nrows == STRIP) {
+        if (accumulate)
+            v = _mm256_add_ps(v, _mm256_loadu_ps(out));
+        _mm256_storeu_ps(out, v);
+        return;
+    }
+    float lanes[STRIP];
+    _mm256_storeu_ps(lanes, v);
+    for (int r = 0; r < nrows; r++)
+        out[r] = accumulate ? out[r] + lanes[r] : lanes[r];
+}
+
+KX_INLINE __m256i bcast32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+/* Σ over groups g of levels·y as int32 lanes, 4 groups from q and the broadcast dwords of
+ * y at 4g: pair sums in int16 over `per16` groups (exact for the levels' bound), then
+ * widened by madd with scale (int16 pairs: ones, or a sub-block's scale). Q8_0's signed
+ * levels (sign_src) go through |w| and the sign trick, one group at a time. */
+KX_INLINE __m256i dot_groups(const __m256i *q, const __m256i *sign_src, const uint8_t *y, int ngroups, int per16,
+                             __m256i scale)
+{
+    __m256i sum = _mm256_setzero_si256();
+    for (int g0 = 0; g0 < ngroups; g0 += per16) {
+        __m256i s16 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int g = g0; g < g0 + per16; g++) {
+            const __m256i yg = bcast32(y + 4 * g);
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[g], sign_src ? _mm256_sign_epi8(yg, sign_src[g]) : yg));
+        }
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(s16, scale));
+    }
+    return sum;
+}
+
+/* -- 32-weight blocks: one panel entry per block; levels by dword of the block (dword g:
+ * weights 4g..4g+3, as in the activation block), d and (affine types) m per row; Q8_0
+ * keeps |w| in q and w in sign. */
+typedef struct panel32 {
+    __m256i q[8], sign[8];
+    __m256 d, m;
+} panel32;
+
+/* -- K types: one panel entry per 256-weight block, as in kern_avx512.c, except that the
+ * sub-block scales are int16 pairs (sc, sc) for madd. */
+typedef struct panelk {
+    __m256i q[64];
+    __m256i sc[16];
+    __m256i corr[8];
+    __m256 d, d2;
+} panelk;
+enum { K_CHUNK = KT_PANEL_BYTES / sizeof(panelk) };
+
+/* -- float weights: a block is 16 bytes of a row (4 F32 or 8 F16/BF16 weights), unpacked
+ * to floats: w[e] lane r is weight e of row r. */
+typedef struct panelf {
+    __m256 w[8];
+} panelf;
+
+/* What tile32, tilek and tilef need to know of a type: whether it has mins (Q8_1's s), its
+ * largest level (how many pair sums int16 holds) or signed levels (Q8_0); how many
+ * sub-blocks a K block has; how many float weights a block has. */
+typedef struct traits32 {
+    bool has_min;
+    int levels_max;
+    bool is_signed;
+} traits32;
+typedef struct traitsk {
+    int nsub, levels_max;
+} traitsk;
+typedef struct traitsf {
+    int elems;
+} traitsf;
+
+#include "kern_tile_isa.h"
+
+/* Q4_0/Q4_1/Q5_0/Q5_1 keep weights 0-15 in the low nibbles of qs, 16-31 in the high ones. */
+KX_INLINE void nibble_levels(const strip *row, size_t qs_off, panel32 *p)
+{
+    __m256i q[4];
+    load16x4(row, qs_off, q);
+    split_nibbles(q, p->q, p->q + 4);
+}
+
+/* Adds 16 to each level whose bit in the row's 32-bit qh (lane r) is set: dword g wants
+ * bits 4g..4g+3, i.e. byte g/2 of qh copied to its four bytes, each testing its own bit. */
+KX_INLINE void add_fifth_bits(__m256i qh, panel32 *p)
+{
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) {
+        const char a = (char)(g >> 1);
+        const __m256i pick = _mm256_broadcastsi128_si256(
+            _mm_setr_epi8(a, a, a, a, (char)(4 + a), (char)(4 + a), (char)(4 + a), (char)(4 + a), (char)(8 + a),
+                          (char)(8 + a), (char)(8 + a), (char)(8 + a), (char)(12 + a), (char)(12 + a), (char)(12 + a),
+                          (char)(12 + a)));
+        const __m256i bit = _mm256_set1_epi32((g & 1) ? (int)0x80402010 : 0x08040201);
+        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, pick), bit), bit);
+        p->q[g] = _mm256_or_si256(p->q[g], _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
+}
+
+KX_INLINE void unpack_q4_0(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q4_0, qs), p);
+    p->d = gather_f16(row, off);
+}
+
+KX_INLINE void unpack_q4_1(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q4_1, qs), p);
+    p->d = gather_f16(row, off);
+    p->m = gather_f16(row, off + offsetof(qt_block_q4_1, m));
+}
+
+KX_INLINE void unpack_q5_0(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q5_0, qs), p);
+    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_0, qh)), p);
+    p->d = gather_f16(row, off);
+}
+
+KX_INLINE void unpack_q5_1(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q5_1, qs), p);
+    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_1, qh)), p);
+    p->d = gather_f16(row, off);
+    p->m = gather_f16(row, off + offsetof(qt_block_q5_1, m));
+}
+
+KX_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
+{
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        load16x4(row, off + offsetof(qt_block_q8_0, qs) + 16 * h, p->sign + 4 * h);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            p->q[4 * h + k] = _mm256_sign_epi8(p->sign[4 * h + k], p->sign[4 * h + k]);
+    }
+    p->d = gather_f16(row, off);
+}
+
+/* Per block, Σ levels·y from the offset's share, times d·d_y; affine types add m·s_y.
+ * levels_max picks the int16 grouping; Q8_0 (signed) takes the sign trick. */
+KTI_INLINE void tile32(source32 *src, size_t block_bytes, unpack32_fn unpack, int nb, const uint8_t *x,
+                       size_t x_stride, const kt_act *t, int t_stride, float *out, size_t out_stride, int nrows,
+                       bool accumulate, int nc, traits32 tr)
+{
+    const size_t ybytes = tr.has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
+    const size_t qs = tr.has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
+    const int per16 = tr.is_signed ? 1 : tr.levels_max < 16 ? 8 : 4;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        panel32 p;
+        src_block(src, b, block_bytes, unpack, &p);
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) {
+            const uint8_t *y = x + (size_t)c * x_stride + (size_t)b * ybytes + qs;
+            const kt_act *a = &t[c * t_stride + b];
+            const __m256i sum = _mm256_add_epi32(_mm256_set1_epi32(a->offset),
+                                                 dot_groups(p.q, tr.is_signed ? p.sign : NULL, y, 8, per16, ones));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(p.d, _mm256_set1_ps(a->d)), acc[c]);
+            if (tr.has_min)
+                acc[c] = _mm256_fmadd_ps(p.m, _mm256_set1_ps(a->s), acc[c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+KT_TILE32(q4_0, q8_0, kx_act_offset8, ((traits32){false, 15, false}), true)
+KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true, 15, false}), true)
+KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}), true)
+KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}), true)
+KT_TILE32(q8_0, q8_0, kx_act_q8_0, ((traits32){false, 127, true}), false)
+
+KX_INLINE __m256i pair16(__m256i v) { return _mm256_or_si256(v, _mm256_slli_epi32(v, 16)); } /* (v, v), v < 2^15 */
+
+/* Q4_K/Q5_K header (as kern_avx512.c's k_affine_header). */
+KX_INLINE void k_affine_header(const strip *row, size_t off, panelk *p)
+{
+    __m256i h[4];
+    load16x4(row, off, h); /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
+    p->d = low_f16(h[0]);
+    p->d2 = _mm256_sub_ps(_mm256_setzero_ps(), low_f16(_mm256_srli_epi32(h[0], 16)));
+    const __m256i six = _mm256_set1_epi8(63), four = _mm256_set1_epi8(15), top = _mm256_set1_epi8(0x30);
+    const __m256i sc[2] = {_mm256_and_si256(h[1], six),
+                           _mm256_or_si256(_mm256_and_si256(h[3], four),
+                                           _mm256_and_si256(_mm256_srli_epi32(h[1], 2), top))};
+    const __m256i mn[2] = {_mm256_and_si256(h[2], six),
+                           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(h[3], 4), four),
+                                           _mm256_and_si256(_mm256_srli_epi32(h[2], 2), top))};
+    const __m256i byte = _mm256_set1_epi32(0xFF);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        p->sc[j] = pair16(_mm256_and_si256(_mm256_srli_epi32(sc[j >> 2], 8 * (j & 3)), byte));
+        p->corr[j] = pair16(_mm256_and_si256(_mm256_srli_epi32(mn[j >> 2], 8 * (j & 3)), byte));
+    }
+}
+
+/* Q4_K/Q5_K levels: each 32 bytes of qs hold sub-block 2c in low nibbles, 2c+1 in high. */
+KX_INLINE void k_nibble_levels(const strip *row, size_t qs_off, panelk *p)
+{
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            load16x4(row, qs_off + 32 * c + 16 * h, q);
+            split_nibbles(q, p->q + 16 * c + 4 * h, p->q + 16 * c + 8 + 4 * h);
+        }
+}
+
+KX_INLINE void unpack_q4_k(const strip *row, size_t off, panelk *p)
+{
+    k_affine_header(row, off, p);
+    k_nibble_levels(row, off + offsetof(qt_block_q4_k, qs), p);
+}
+
+/* Q5_K: the fifth bit of weight l of sub-block j is bit j of qh[l]. */
+KX_INLINE void unpack_q5_k(const strip *row, size_t off, panelk *p)
+{
+    k_affine_header(row, off, p);
+    k_nibble_levels(row, off + offsetof(qt_block_q5_k, qs), p);
+    __m256i qh[8];
+    load16x4(row, off + offsetof(qt_block_q5_k, qh), qh);
+    load16x4(row, off + offsetof(qt_block_q5_k, qh) + 16, qh + 4);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m256i b = j <= 4 ? _mm256_slli_epi32(qh[g], 4 - j) : _mm256_srli_epi32(qh[g], j - 4);
+            p->q[8 * j + g] = _mm256_or_si256(p->q[8 * j + g], _mm256_and_si256(b, bit4));
+        }
+}
+
+/* Q6_K (layout above dot_q6_k): levels u stand for u - 32, whose share is -32·sc_k·bsums[k]. */
+KX_INLINE void unpack_q6_k(const strip *row, size_t off, panelk *p)
+{
+    __m256i ql[32], qh[16], sc[4];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++)
+        load16x4(row, off + offsetof(qt_block_q6_k, ql) + 16 * m, ql + 4 * m);
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; m++)
+        load16x4(row, off + offsetof(qt_block_q6_k, qh) + 16 * m, qh + 4 * m);
+    load16x4(row, off + offsetof(qt_block_q6_k, scales), sc);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                const __m256i lo =
+                    _mm256_and_si256(_mm256_srli_epi32(ql[16 * h + 8 * (q & 1) + g], 4 * (q >> 1)), low4);
+                const __m256i hb = qh[8 * h + g];
+                const __m256i hi = q < 2 ? _mm256_slli_epi32(hb, 4 - 2 * q) : _mm256_srli_epi32(hb, 2 * q - 4);
+                p->q[32 * h + 8 * q + g] = _mm256_or_si256(lo, _mm256_and_si256(hi, two));
+            }
+    __m256i s32[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k++) { /* int8 scale k: byte k%4 of dword k/4, sign-extended */
+        s32[k] = _mm256_srai_epi32(_mm256_slli_epi32(sc[k >> 2], 24 - 8 * (k & 3)), 24);
+        p->sc[k] = _mm256_blend_epi16(s32[k], _mm256_slli_epi32(s32[k], 16), 0xAA);
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        const __m256i a = _mm256_mullo_epi32(s32[2 * k], _mm256_set1_epi32(-32));
+        const __m256i b = _mm256_mullo_epi32(s32[2 * k + 1], _mm256_set1_epi32(-32));
+        p->corr[k] = _mm256_blend_epi16(a, _mm256_slli_epi32(b, 16), 0xAA);
+    }
+    p->d = gather_f16(row, off + offsetof(qt_block_q6_k, d));
+    p->d2 = p->d;
+}
+
+/* Per K block, Σ_s (pair sums of sub-block s in int16, madd by its scale) times d·d_y,
+ * plus Σ corr·bsums times d2·d_y. */
+KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
+                      int nrows, bool accumulate, int nc, traitsk tr)
+{
+    const int nsub = tr.nsub, per = 64 / nsub, per16 = tr.levels_max < 16 ? 8 : tr.levels_max < 32 ? 4 : 2;
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < nc; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+#pragma GCC unroll 4
+        for (int c = 0; c < nc; c++) {
+            const qt_block_q8_k *y = (const qt_block_q8_k *)(x + (size_t)c * x_stride) + b;
+            __m256i tot = _mm256_setzero_si256(), corr = _mm256_setzero_si256();
+            for (int s = 0; s < nsub; s++)
+                tot = _mm256_add_epi32(tot, dot_groups(p[b].q + per * s, NULL, (const uint8_t *)y->qs + 4 * per * s,
+                                                       per, per16 < per ? per16 : per, p[b].sc[s]));
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++)
+                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(p[b].corr[k], bcast32(y->bsums + 2 * k)));
+            const __m256 dy = _mm256_set1_ps(y->d);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(p[b].d, dy), acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(corr), _mm256_mul_ps(p[b].d2, dy), acc[c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+KT_TILEK(q4_k, ((traitsk){8, 15}))
+KT_TILEK(q5_k, ((traitsk){8, 31}))
+KT_TILEK(q6_k, ((traitsk){16, 63}))
+
+/* -- float weights ------------------------------------------------------------ */
+
+KX_INLINE void unpack_f32(const strip *row, size_t off, panelf *p)
+{
+    __m256i q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        p->w[k] = _mm256_castsi256_ps(q[k]);
+}
+
+KX_INLINE void unpack_f16(const strip *row, size_t off, panelf *p)
+{
+    __m256i q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        p->w[2 * k] = low_f16(q[k]);
+        p->w[2 * k + 1] = low_f16(_mm256_srli_epi32(q[k], 16));
+    }
+}
+
+KX_INLINE void unpack_bf16(const strip *row, size_t off, panelf *p)
+{
+    __m256i q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) { /* bf16 is the top half of an f32 */
+        p->w[2 * k] = _mm256_castsi256_ps(_mm256_slli_epi32(q[k], 16));
+        p->w[2 * k + 1] = _mm256_castsi256_ps(_mm256_and_si256(q[k], _mm256_set1_epi32((int)0xFFFF0000)));
+    }
+}
+
+/* Per weight, its vector of rows times the column's activation, broadcast. */
+KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
+                      int nrows, bool accumulate, int nc, traitsf tr)
+{
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++)
+#pragma GCC unroll 8
+        for (int e = 0; e < tr.elems; e++)
+#pragma GCC unroll 8
+            for (int c = 0; c < nc; c++)
+                acc[c] = _mm256_fmadd_ps(p[b].w[e],
+                                         _mm256_set1_ps(((const float *)(x + (size_t)c * x_stride))[b * tr.elems + e]),
+                                         acc[c]);
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+KT_TILEF(f32, 4)
+KT_TILEF(f16, 8)
+KT_TILEF(bf16, 8)
 
 KX_KERN_OPS(avx2);

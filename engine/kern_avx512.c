@@ -1,6 +1,7 @@
 /* kern_avx512 — AVX-512 (F, BW, VL, DQ) + VNNI kernels: the row dot products at 512 bits,
- * plus the shared x86 quantizers and f16 helpers (kern_x86.h), whose O(n) cost gains
- * nothing from wider registers.
+ * the gemm tiles of prefill and decode (16-row strips, kern_tile.h), plus the shared x86
+ * quantizers and f16 helpers (kern_x86.h), whose O(n) cost gains nothing from wider
+ * registers.
  *
  * 32-weight block types go two blocks per register. VNNI's vpdpbusd sums four u8 x s8
  * products straight into int32 lanes without the s16 saturation of maddubs, so weights are
@@ -268,5 +269,469 @@ static float dot_q6_k(int n, const void *w, const void *x)
     }
     return _mm512_reduce_add_ps(acc);
 }
+
+/* ---- gemm: row-interleaved tiles (kern_tile.h) --------------------------
+ * A strip is 16 rows, one per int32 lane. Panel vectors hold four consecutive levels of
+ * every row (lane r: row r), unsigned as vpdpbusd wants them; one vpdpbusd with four
+ * broadcast activation bytes adds 64 products. The offsets of the unsigned levels come
+ * back out through the sums of the activations (kt_act, or Q8_K's bsums), the K types'
+ * sub-block scales through one vpmulld per sub-block and column. */
+
+enum { STRIP = 16, COLS32 = 8, COLSK = 4, COLSF = 8 }; /* rows per strip; columns per tile32, tilek, tilef */
+
+/* A strip's rows, addressed as quad[r / 4] + at[r % 4]: seven registers for sixteen rows
+ * (the x86 addressing modes add the index), where sixteen pointers would spill. */
+typedef struct strip {
+    const uint8_t *quad[4];
+    size_t at[4];
+} strip;
+
+KX_INLINE strip strip_rows(const uint8_t *w, size_t w_stride)
+{
+    return (strip){{w, w + 4 * w_stride, w + 8 * w_stride, w + 12 * w_stride},
+                   {0, w_stride, 2 * w_stride, 3 * w_stride}};
+}
+
+KX_INLINE const uint8_t *row_at(const strip *s, int r, size_t off) { return s->quad[r >> 2] + s->at[r & 3] + off; }
+
+/* The 16 bytes at row r + off, as dword k of row r in lane r of q[k]: rows 4L+i go to
+ * 128-bit lane L of a[i] (256-bit inserts first: cheaper than 512-bit ones), then each
+ * lane is a 4x4 transpose. */
+KX_INLINE void load16x4(const strip *s, size_t off, __m512i q[4])
+{
+    __m512i a[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const __m256i lo = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)row_at(s, i, off))),
+            _mm_loadu_si128((const __m128i *)row_at(s, 4 + i, off)), 1);
+        const __m256i hi = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)row_at(s, 8 + i, off))),
+            _mm_loadu_si128((const __m128i *)row_at(s, 12 + i, off)), 1);
+        a[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+    q[0] = _mm512_unpacklo_epi64(t0, t2);
+    q[1] = _mm512_unpackhi_epi64(t0, t2);
+    q[2] = _mm512_unpacklo_epi64(t1, t3);
+    q[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+/* The 16-bit field at row r + off of each row, in lane r (int16). Scalar loads packed four
+ * to a 64-bit word: a vector gather costs Zen 4 more, and narrow stores read back by one
+ * wide load stall on store forwarding. */
+KX_INLINE __m256i gather_u16(const strip *s, size_t off)
+{
+    uint64_t q[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        q[i] = 0;
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            uint16_t h;
+            memcpy(&h, row_at(s, 4 * i + k, off), sizeof h);
+            q[i] |= (uint64_t)h << (16 * k);
+        }
+    }
+    return _mm256_setr_epi64x((long long)q[0], (long long)q[1], (long long)q[2], (long long)q[3]);
+}
+
+/* The f16 at row r + off of each row, as floats in lane r. */
+KX_INLINE __m512 gather_f16(const strip *s, size_t off) { return _mm512_cvtph_ps(gather_u16(s, off)); }
+
+/* The f16 in the low half of each int32 lane, as floats. */
+KX_INLINE __m512 low_f16(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
+
+/* The little-endian 32-bit word at row r + off of each row, in lane r. */
+KX_INLINE __m512i gather_u32(const strip *s, size_t off)
+{
+    const __m512i lo = _mm512_cvtepu16_epi32(gather_u16(s, off)), hi = _mm512_cvtepu16_epi32(gather_u16(s, off + 2));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* Low and high nibbles of 4 dwords of packed levels: 0x0F-masked in lo[k], then hi[k]. */
+KX_INLINE void split_nibbles(const __m512i q[4], __m512i lo[4], __m512i hi[4])
+{
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        lo[k] = _mm512_and_si512(q[k], low4);
+        hi[k] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
+    }
+}
+
+/* out[r] for r < nrows (a masked store): v, or v plus what is there. */
+KX_INLINE void store_rows(float *out, __m512 v, int nrows, bool accumulate)
+{
+    const __mmask16 rows = (__mmask16)((1u << nrows) - 1);
+    if (accumulate)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rows, out));
+    _mm512_mask_storeu_ps(out, rows, v);
+}
+
+KX_INLINE int32_t load_i32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* -- 32-weight blocks: one panel entry per block; levels by dword of the block (dword g:
+ * weights 4g..4g+3, as in the activation block), d and (affine types) m per row. */
+typedef struct panel32 {
+    __m512i q[8];
+    __m512 d, m;
+} panel32;
+
+/* -- K types: one panel entry per 256-weight block. q[i]: levels of weights 4i..4i+3;
+ * sub-block s (of 32 weights for Q4_K/Q5_K, 16 for Q6_K) scaled by sc[s]; corr[k] holds
+ * the int16 pair multiplying Q8_K's bsums[2k], bsums[2k+1] (mins, or Q6_K's -32 offset);
+ * result d·d_y·Σ sc·levels·y + d2·d_y·Σ corr·bsums. */
+typedef struct panelk {
+    __m512i q[64];
+    __m512i sc[16];
+    __m512i corr[8];
+    __m512 d, d2;
+} panelk;
+enum { K_CHUNK = KT_PANEL_BYTES / sizeof(panelk) };
+
+/* -- float weights: a block is 16 bytes of a row (4 F32 or 8 F16/BF16 weights), unpacked
+ * to floats: w[e] lane r is weight e of row r. */
+typedef struct panelf {
+    __m512 w[8];
+} panelf;
+
+/* What tile32, tilek and tilef need to know of a type: whether it has mins (Q8_1's s); how
+ * many sub-blocks a K block has; how many float weights a block has. */
+typedef struct traits32 {
+    bool has_min;
+} traits32;
+typedef struct traitsk {
+    int nsub;
+} traitsk;
+typedef struct traitsf {
+    int elems;
+} traitsf;
+
+#include "kern_tile_isa.h"
+
+/* Q4_0/Q4_1/Q5_0/Q5_1 keep weights 0-15 in the low nibbles of qs, 16-31 in the high ones. */
+KX_INLINE void nibble_levels(const strip *row, size_t qs_off, panel32 *p)
+{
+    __m512i q[4];
+    load16x4(row, qs_off, q);
+    split_nibbles(q, p->q, p->q + 4);
+}
+
+/* Adds 16 to each level whose bit in the row's 32-bit qh (lane r) is set: dword g wants
+ * bits 4g..4g+3, i.e. byte g/2 of qh copied to its four bytes, each testing its own bit. */
+KX_INLINE void add_fifth_bits(__m512i qh, panel32 *p)
+{
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) {
+        const char a = (char)(g >> 1);
+        const __m512i pick = _mm512_broadcast_i32x4(_mm_setr_epi8(a, a, a, a, (char)(4 + a), (char)(4 + a),
+                                                                  (char)(4 + a), (char)(4 + a), (char)(8 + a),
+                                                                  (char)(8 + a), (char)(8 + a), (char)(8 + a),
+                                                                  (char)(12 + a), (char)(12 + a), (char)(12 + a),
+                                                                  (char)(12 + a)));
+        const __m512i bit = _mm512_set1_epi32((g & 1) ? (int)0x80402010 : 0x08040201);
+        const __mmask64 set = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, pick), bit);
+        p->q[g] = _mm512_mask_add_epi8(p->q[g], set, p->q[g], _mm512_set1_epi8(16));
+    }
+}
+
+KX_INLINE void unpack_q4_0(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q4_0, qs), p);
+    p->d = gather_f16(row, off);
+}
+
+KX_INLINE void unpack_q4_1(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q4_1, qs), p);
+    p->d = gather_f16(row, off);
+    p->m = gather_f16(row, off + offsetof(qt_block_q4_1, m));
+}
+
+KX_INLINE void unpack_q5_0(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q5_0, qs), p);
+    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_0, qh)), p);
+    p->d = gather_f16(row, off);
+}
+
+KX_INLINE void unpack_q5_1(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q5_1, qs), p);
+    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_1, qh)), p);
+    p->d = gather_f16(row, off);
+    p->m = gather_f16(row, off + offsetof(qt_block_q5_1, m));
+}
+
+KX_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
+{
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        load16x4(row, off + offsetof(qt_block_q8_0, qs) + 16 * h, p->q + 4 * h);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) /* w + 128 */
+            p->q[4 * h + k] = _mm512_xor_si512(p->q[4 * h + k], _mm512_set1_epi8((char)0x80));
+    }
+    p->d = gather_f16(row, off);
+}
+
+/* Per block, Σ levels·y from the offset's share, times d·d_y; affine types add m·s_y. A
+ * single column splits the sum into two chains, whose latency would otherwise show. */
+KTI_INLINE void tile32(source32 *src, size_t block_bytes, unpack32_fn unpack, int nb, const uint8_t *x,
+                       size_t x_stride, const kt_act *t, int t_stride, float *out, size_t out_stride, int nrows,
+                       bool accumulate, int nc, traits32 tr)
+{
+    const size_t ybytes = tr.has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
+    const size_t qs = tr.has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        panel32 p;
+        src_block(src, b, block_bytes, unpack, &p);
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) {
+            const uint8_t *y = x + (size_t)c * x_stride + (size_t)b * ybytes + qs;
+            const kt_act *a = &t[c * t_stride + b];
+            __m512i s[2] = {_mm512_set1_epi32(a->offset), _mm512_setzero_si512()};
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++)
+                s[nc == 1 ? g & 1 : 0] =
+                    _mm512_dpbusd_epi32(s[nc == 1 ? g & 1 : 0], p.q[g], _mm512_set1_epi32(load_i32(y + 4 * g)));
+            const __m512i sum = nc == 1 ? _mm512_add_epi32(s[0], s[1]) : s[0];
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(p.d, _mm512_set1_ps(a->d)), acc[c]);
+            if (tr.has_min)
+                acc[c] = _mm512_fmadd_ps(p.m, _mm512_set1_ps(a->s), acc[c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+KT_TILE32(q4_0, q8_0, kx_act_offset8, ((traits32){false}), true)
+KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true}), true)
+KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false}), true)
+KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true}), true)
+KT_TILE32(q8_0, q8_0, kx_act_offset128, ((traits32){false}), false)
+
+/* Q4_K/Q5_K header: d, dmin and the 6-bit scales and mins (packing as in kx_k_scales),
+ * as d, d2 = -dmin, sc[j] and corr[j] = (m_j, m_j) for bsums[2j] + bsums[2j+1]. */
+KX_INLINE void k_affine_header(const strip *row, size_t off, panelk *p)
+{
+    __m512i h[4];
+    load16x4(row, off, h); /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
+    p->d = low_f16(h[0]);
+    p->d2 = _mm512_sub_ps(_mm512_setzero_ps(), low_f16(_mm512_srli_epi32(h[0], 16)));
+    const __m512i six = _mm512_set1_epi8(63), four = _mm512_set1_epi8(15), top = _mm512_set1_epi8(0x30);
+    const __m512i sc[2] = {_mm512_and_si512(h[1], six),
+                           _mm512_or_si512(_mm512_and_si512(h[3], four),
+                                           _mm512_and_si512(_mm512_srli_epi32(h[1], 2), top))};
+    const __m512i mn[2] = {_mm512_and_si512(h[2], six),
+                           _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h[3], 4), four),
+                                           _mm512_and_si512(_mm512_srli_epi32(h[2], 2), top))};
+    const __m512i byte = _mm512_set1_epi32(0xFF);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        p->sc[j] = _mm512_and_si512(_mm512_srli_epi32(sc[j >> 2], 8 * (j & 3)), byte);
+        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn[j >> 2], 8 * (j & 3)), byte);
+        p->corr[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+    }
+}
+
+/* Q4_K/Q5_K levels: each 32 bytes of qs hold sub-block 2c in low nibbles, 2c+1 in high. */
+KX_INLINE void k_nibble_levels(const strip *row, size_t qs_off, panelk *p)
+{
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512i q[4];
+            load16x4(row, qs_off + 32 * c + 16 * h, q);
+            split_nibbles(q, p->q + 16 * c + 4 * h, p->q + 16 * c + 8 + 4 * h);
+        }
+}
+
+KX_INLINE void unpack_q4_k(const strip *row, size_t off, panelk *p)
+{
+    k_affine_header(row, off, p);
+    k_nibble_levels(row, off + offsetof(qt_block_q4_k, qs), p);
+}
+
+/* Q5_K: the fifth bit of weight l of sub-block j is bit j of qh[l]. */
+KX_INLINE void unpack_q5_k(const strip *row, size_t off, panelk *p)
+{
+    k_affine_header(row, off, p);
+    k_nibble_levels(row, off + offsetof(qt_block_q5_k, qs), p);
+    __m512i qh[8];
+    load16x4(row, off + offsetof(qt_block_q5_k, qh), qh);
+    load16x4(row, off + offsetof(qt_block_q5_k, qh) + 16, qh + 4);
+    const __m512i bit4 = _mm512_set1_epi8(0x10);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m512i b = j <= 4 ? _mm512_slli_epi32(qh[g], 4 - j) : _mm512_srli_epi32(qh[g], j - 4);
+            p->q[8 * j + g] = _mm512_or_si512(p->q[8 * j + g], _mm512_and_si512(b, bit4));
+        }
+}
+
+/* Q6_K (layout in kern_avx2.c): 32-weight chunk 4h+q, dword g takes nibble q>>1 of ql dword
+ * 16h + 8(q&1) + g and bits 2q..2q+1 of qh dword 8h + g; sub-blocks of 16 with int8 scales;
+ * levels u stand for u - 32, whose share is -32·sc_k·bsums[k]. */
+KX_INLINE void unpack_q6_k(const strip *row, size_t off, panelk *p)
+{
+    __m512i ql[32], qh[16], sc[4];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++)
+        load16x4(row, off + offsetof(qt_block_q6_k, ql) + 16 * m, ql + 4 * m);
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; m++)
+        load16x4(row, off + offsetof(qt_block_q6_k, qh) + 16 * m, qh + 4 * m);
+    load16x4(row, off + offsetof(qt_block_q6_k, scales), sc);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), two = _mm512_set1_epi8(0x30);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                const __m512i lo =
+                    _mm512_and_si512(_mm512_srli_epi32(ql[16 * h + 8 * (q & 1) + g], 4 * (q >> 1)), low4);
+                const __m512i hb = qh[8 * h + g];
+                const __m512i hi = q < 2 ? _mm512_slli_epi32(hb, 4 - 2 * q) : _mm512_srli_epi32(hb, 2 * q - 4);
+                p->q[32 * h + 8 * q + g] = _mm512_or_si512(lo, _mm512_and_si512(hi, two));
+            }
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k++) /* int8 scale k: byte k%4 of dword k/4, sign-extended */
+        p->sc[k] = _mm512_srai_epi32(_mm512_slli_epi32(sc[k >> 2], 24 - 8 * (k & 3)), 24);
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        const __m512i a = _mm512_mullo_epi32(p->sc[2 * k], _mm512_set1_epi32(-32));
+        const __m512i b = _mm512_mullo_epi32(p->sc[2 * k + 1], _mm512_set1_epi32(-32));
+        p->corr[k] = _mm512_mask_blend_epi16(0xAAAAAAAAu, a, _mm512_slli_epi32(b, 16));
+    }
+    p->d = gather_f16(row, off + offsetof(qt_block_q6_k, d));
+    p->d2 = p->d;
+}
+
+/* Per K block, Σ_s sc_s·(Σ levels·y over sub-block s) times d·d_y, plus Σ corr·bsums
+ * times d2·d_y. */
+KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
+                      int nrows, bool accumulate, int nc, traitsk tr)
+{
+    const int nsub = tr.nsub, per = 64 / nsub; /* sub-blocks, dwords per sub-block */
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const qt_block_q8_k *y[8];
+        __m512i tot[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) {
+            y[c] = (const qt_block_q8_k *)(x + (size_t)c * x_stride) + b;
+            tot[c] = _mm512_setzero_si512();
+        }
+        for (int s = 0; s < nsub; s++) {
+            __m512i q[8];
+#pragma GCC unroll 8
+            for (int g = 0; g < per; g++)
+                q[g] = p[b].q[per * s + g];
+            const __m512i sc = p[b].sc[s];
+#pragma GCC unroll 8
+            for (int c = 0; c < nc; c++) {
+                __m512i sum = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                for (int g = 0; g < per; g++)
+                    sum = _mm512_dpbusd_epi32(sum, q[g], _mm512_set1_epi32(load_i32(y[c]->qs + 4 * (per * s + g))));
+                tot[c] = _mm512_add_epi32(tot[c], _mm512_mullo_epi32(sum, sc));
+            }
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) {
+            __m512i corr = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++)
+                corr = _mm512_dpwssd_epi32(corr, p[b].corr[k], _mm512_set1_epi32(load_i32(y[c]->bsums + 2 * k)));
+            const __m512 dy = _mm512_set1_ps(y[c]->d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[c]), _mm512_mul_ps(p[b].d, dy), acc[c]);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(p[b].d2, dy), acc[c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+KT_TILEK(q4_k, ((traitsk){8}))
+KT_TILEK(q5_k, ((traitsk){8}))
+KT_TILEK(q6_k, ((traitsk){16}))
+
+/* -- float weights ------------------------------------------------------------ */
+
+KX_INLINE void unpack_f32(const strip *row, size_t off, panelf *p)
+{
+    __m512i q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        p->w[k] = _mm512_castsi512_ps(q[k]);
+}
+
+KX_INLINE void unpack_f16(const strip *row, size_t off, panelf *p)
+{
+    __m512i q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        p->w[2 * k] = low_f16(q[k]);
+        p->w[2 * k + 1] = low_f16(_mm512_srli_epi32(q[k], 16));
+    }
+}
+
+KX_INLINE void unpack_bf16(const strip *row, size_t off, panelf *p)
+{
+    __m512i q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) { /* bf16 is the top half of an f32 */
+        p->w[2 * k] = _mm512_castsi512_ps(_mm512_slli_epi32(q[k], 16));
+        p->w[2 * k + 1] = _mm512_castsi512_ps(_mm512_and_si512(q[k], _mm512_set1_epi32((int)0xFFFF0000)));
+    }
+}
+
+/* Per weight, its vector of rows times the column's activation, broadcast. */
+KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
+                      int nrows, bool accumulate, int nc, traitsf tr)
+{
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++)
+#pragma GCC unroll 8
+        for (int e = 0; e < tr.elems; e++)
+#pragma GCC unroll 8
+            for (int c = 0; c < nc; c++)
+                acc[c] = _mm512_fmadd_ps(p[b].w[e],
+                                         _mm512_set1_ps(((const float *)(x + (size_t)c * x_stride))[b * tr.elems + e]),
+                                         acc[c]);
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+KT_TILEF(f32, 4)
+KT_TILEF(f16, 8)
+KT_TILEF(bf16, 8)
 
 KX_KERN_OPS(avx512);

@@ -10,9 +10,12 @@
 #define EDGELLM_KERN_X86_H
 
 #include <immintrin.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kern.h"
+#include "kern_tile.h"
 
 #define KX_INLINE static inline __attribute__((always_inline))
 
@@ -173,6 +176,57 @@ static inline void kx_quantize_q8_k(const float *x, void *y, int n)
     }
 }
 
+/* ---- gemm: activation facts (kern_tile.h) --------------------------------
+ * For the 32-weight types: each Q8_0/Q8_1 block's scale (and Q8_1's s) as floats, and the
+ * share of the weight offset, -offset·Σqs, that the tiles start their integer sums from
+ * (their panels hold unsigned levels, weight + offset, for the u8 x s8 instructions). */
+
+/* Σqs of 8 consecutive activation blocks (bytes apart, levels at qs): each block's pair
+ * sums, then one tree of horizontal adds for all eight (lanes = blocks). */
+KX_INLINE __m256i kx_level_sums8(const uint8_t *x, size_t bytes, size_t qs)
+{
+    __m256i s[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++)
+        s[k] = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)(x + k * bytes + qs))),
+            _mm256_set1_epi16(1));
+    /* each hadd level halves the vectors; 128-bit lanes keep the two halves of every block */
+    const __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+KX_INLINE void kx_act32(const uint8_t *x, int nb, kt_act *t, int offset, bool q8_1)
+{
+    const size_t bytes = q8_1 ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
+    const size_t qs = q8_1 ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
+    for (int b = 0; b < nb; b += 8) {
+        int32_t sums[8] = {0};
+        if (offset && b + 8 <= nb) {
+            _mm256_storeu_si256((__m256i *)sums, kx_level_sums8(x + (size_t)b * bytes, bytes, qs));
+        } else if (offset) { /* the last 1-7 blocks */
+            for (int k = 0; k < nb - b; k++) {
+                int first, second;
+                kx_sums16(_mm256_loadu_si256((const __m256i *)(x + (size_t)(b + k) * bytes + qs)), &first, &second);
+                sums[k] = first + second;
+            }
+        }
+        for (int k = 0; k < 8 && b + k < nb; k++) {
+            const uint8_t *blk = x + (size_t)(b + k) * bytes;
+            qt_f16 h[2];
+            memcpy(h, blk, sizeof h);
+            t[b + k] = (kt_act){kx_f16(h[0]), -offset * sums[k], q8_1 ? kx_f16(h[1]) : 0.0f};
+        }
+    }
+}
+
+static inline void kx_act_q8_0(const uint8_t *x, int nb, kt_act *t) { kx_act32(x, nb, t, 0, false); }
+static inline void kx_act_offset8(const uint8_t *x, int nb, kt_act *t) { kx_act32(x, nb, t, 8, false); }
+static inline void kx_act_offset16(const uint8_t *x, int nb, kt_act *t) { kx_act32(x, nb, t, 16, false); }
+static inline void kx_act_offset128(const uint8_t *x, int nb, kt_act *t) { kx_act32(x, nb, t, 128, false); }
+static inline void kx_act_q8_1(const uint8_t *x, int nb, kt_act *t) { kx_act32(x, nb, t, 0, true); }
+
 /* ---- f16 cache helpers -------------------------------------------------- */
 
 static inline void kx_axpy_f16(int n, float a, const qt_f16 *x, float *y)
@@ -206,7 +260,7 @@ static inline void kx_f32_to_f16(int n, const float *x, qt_f16 *y)
     }
 
 /* The table an x86 kernel file exports (kern.c completes and offers it): its own static
- * dot_<type> functions, and the quantizers and f16 helpers above. */
+ * dot_<type> and gemm_<type> functions, and the quantizers and f16 helpers above. */
 #define KX_KERN_OPS(isa)                                                                                        \
     const kern_ops kern_ops_##isa = {                                                                           \
         .name = #isa,                                                                                           \
@@ -224,6 +278,17 @@ static inline void kx_f32_to_f16(int n, const float *x, qt_f16 *y)
         .quantize = {[QT_Q8_0] = kx_quantize_q8_0, [QT_Q8_1] = kx_quantize_q8_1, [QT_Q8_K] = kx_quantize_q8_k}, \
         .axpy_f16 = kx_axpy_f16,                                                                                \
         .f32_to_f16 = kx_f32_to_f16,                                                                            \
+        .gemm = {[QT_F32] = gemm_f32,                                                                           \
+                 [QT_F16] = gemm_f16,                                                                           \
+                 [QT_BF16] = gemm_bf16,                                                                         \
+                 [QT_Q4_0] = gemm_q4_0,                                                                         \
+                 [QT_Q4_1] = gemm_q4_1,                                                                         \
+                 [QT_Q5_0] = gemm_q5_0,                                                                         \
+                 [QT_Q5_1] = gemm_q5_1,                                                                         \
+                 [QT_Q8_0] = gemm_q8_0,                                                                         \
+                 [QT_Q4_K] = gemm_q4_k,                                                                         \
+                 [QT_Q5_K] = gemm_q5_k,                                                                         \
+                 [QT_Q6_K] = gemm_q6_k},                                                                        \
     }
 
 #endif

@@ -1,10 +1,12 @@
 /* test_kern — every kernel variant this CPU runs (kern_available) against the scalar
  * reference (kern_ref.c): dot products for every supported weight type over random,
- * extreme and all-zero rows of many lengths; the activation quantizers against
+ * extreme and all-zero rows of many lengths; gemm tiles of them with tails and odd
+ * strides against ref's dot per (row, column); the activation quantizers against
  * qt_quantize_row; the f16 helpers; and kern_select's reading of EDGELLM_KERNEL.
  *
- * With EDGELLM_KERN_BENCH=1 a first test case prints the single-thread throughput (GB/s of weights)
- * of a 5632x2048 matrix times one vector, per type and variant; the checks follow as usual.
+ * With EDGELLM_KERN_BENCH=1 first test cases print single-thread throughput per type and
+ * variant: gemm GOPS for a prefill batch and for decode, and GB/s of weights of a 5632x2048
+ * matrix times one vector; the checks follow as usual.
  * Not here: whole-model accuracy (test_model.c compares logits with llama.cpp's). */
 #include <check.h>
 #include <math.h>
@@ -306,6 +308,119 @@ START_TEST(test_dot_bound_catches_one_level)
 }
 END_TEST
 
+/* ---- gemm (tiles of dot products) ----------------------------------------- */
+
+/* Weight types every SIMD variant must tile itself: the Q4_K_M mix and the common 32-weight types. */
+static const qt_type gemm_required[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q6_K};
+
+/* rows x cols tiles around every variant's strip (4, 8, 16 rows), column group (8) and
+ * column chunk (64), with reductions of n_blocks weight blocks around its chunk (up to 32). */
+typedef struct gemm_shape {
+    int rows, cols, n_blocks;
+} gemm_shape;
+static const gemm_shape gemm_shapes[] = {
+    {1, 1, 1}, {3, 2, 5}, {16, 1, 33}, {17, 3, 2}, {5, 9, 70}, {40, 7, 3}, {33, 69, 2}, {8, 64, 1}, {20, 13, 35},
+};
+
+/* A fresh buffer of count items of `bytes` each, `stride` apart (the padding between filled
+ * with a pattern a kernel must not take for data), ending exactly at the last item (so
+ * ASan sees any read past it). */
+static uint8_t *strided_copy(void *const *items, int count, size_t bytes, size_t stride)
+{
+    uint8_t *buf = malloc((size_t)(count - 1) * stride + bytes);
+    ck_assert_ptr_nonnull(buf);
+    for (int i = 0; i < count; i++) {
+        memcpy(buf + (size_t)i * stride, items[i], bytes);
+        if (i + 1 < count)
+            memset(buf + (size_t)i * stride + bytes, 0xA5, stride - bytes);
+    }
+    return buf;
+}
+
+static const uint32_t out_sentinel = 0x7fc0dead; /* a NaN no kernel produces */
+
+/* Alignment of a row of type t (weights or activations): the widest field of its blocks. */
+static size_t row_align(qt_type t) { return t == QT_F32 || t == QT_Q8_K ? 4 : 2; }
+
+/* One tile of type t in the given mode: every variant's kern_gemm against ref's dot of each
+ * (row, column) pair, padded strides everywhere, and nothing written to out's padding. */
+static void check_gemm(qt_type t, gemm_shape sh, fill_mode mode, uint64_t seed)
+{
+    uint64_t s = seed;
+    const kern_ops *ref = kern_ref();
+    const int n = sh.n_blocks * (int)qt_get(t)->block_elems, rows = sh.rows, cols = sh.cols;
+    const size_t row_bytes = qt_row_bytes(t, n), act_bytes = kern_act_bytes(t, n);
+    /* padded strides that are no multiple of a block, aligned as real rows are */
+    const size_t w_stride = row_bytes + row_align(t) * (1 + seed % 7);
+    const size_t x_stride = act_bytes + row_align(qt_get(t)->act_type) * (1 + seed % 5), out_stride = rows + 3;
+    void **wrows = malloc((size_t)rows * sizeof *wrows), **xcols = malloc((size_t)cols * sizeof *xcols);
+    ck_assert(wrows && xcols);
+    for (int r = 0; r < rows; r++)
+        wrows[r] = make_weights(t, n, mode, &s);
+    for (int c = 0; c < cols; c++) {
+        float *f = make_floats(n, mode, &s);
+        xcols[c] = malloc(act_bytes);
+        ck_assert_ptr_nonnull(xcols[c]);
+        kern_prepare_act(ref, t, f, xcols[c], n);
+        free(f);
+    }
+    uint8_t *w = strided_copy(wrows, rows, row_bytes, w_stride), *x = strided_copy(xcols, cols, act_bytes, x_stride);
+    float *want = malloc((size_t)rows * cols * sizeof *want), *out = malloc((size_t)cols * out_stride * sizeof *out);
+    double *tol = malloc((size_t)rows * cols * sizeof *tol);
+    ck_assert(want && out && tol);
+    for (int c = 0; c < cols; c++)
+        for (int r = 0; r < rows; r++) {
+            want[c * rows + r] = ref->dot[t](n, wrows[r], xcols[c]);
+            tol[c * rows + r] = dot_tolerance(t, wrows[r], xcols[c], n);
+        }
+    for (int v = 0; v < n_variants(); v++) {
+        const char *name;
+        const kern_ops *k = variant(v, &name);
+        for (size_t i = 0; i < (size_t)cols * out_stride; i++)
+            memcpy(&out[i], &out_sentinel, sizeof out_sentinel);
+        kern_gemm(k, t, n, rows, cols, w, w_stride, x, x_stride, out, out_stride);
+        for (int c = 0; c < cols; c++) {
+            for (int r = 0; r < rows; r++) {
+                const float got = out[c * out_stride + r], exp = want[c * rows + r];
+                const double e = tol[c * rows + r];
+                ck_assert_msg(isfinite(got) && fabs((double)got - exp) <= e,
+                              "%s gemm %s n=%d %dx%d mode=%s seed=%llu [row %d, col %d]: got %.9g, ref %.9g, "
+                              "|diff| %.3g > tol %.3g",
+                              name, qt_name(t), n, rows, cols, mode_names[mode], (unsigned long long)seed, r, c, got,
+                              exp, fabs((double)got - exp), e);
+            }
+            for (size_t r = (size_t)rows; r < out_stride; r++)
+                ck_assert_msg(memcmp(&out[c * out_stride + r], &out_sentinel, sizeof out_sentinel) == 0,
+                              "%s gemm %s %dx%d wrote out[col %d, row %zu] past the tile", name, qt_name(t), rows,
+                              cols, c, r);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        free(wrows[r]);
+    for (int c = 0; c < cols; c++)
+        free(xcols[c]);
+    free(wrows);
+    free(xcols);
+    free(w);
+    free(x);
+    free(want);
+    free(out);
+    free(tol);
+}
+
+START_TEST(test_gemm_matches_ref)
+{
+    const qt_type t = dot_types[_i];
+    for (int mode = 0; mode < FILL_MODES; mode++)
+        for (size_t j = 0; j < sizeof gemm_shapes / sizeof *gemm_shapes; j++) {
+            gemm_shape sh = gemm_shapes[j];
+            if (is_float_type(t)) /* in elements: rows ending in part of 16 bytes, past a chunk */
+                sh.n_blocks = sh.n_blocks * 9 + 5;
+            check_gemm(t, sh, (fill_mode)mode, 100 * (uint64_t)mode + j + 1);
+        }
+}
+END_TEST
+
 /* ---- activation quantizers ---------------------------------------------- */
 
 typedef enum act_pattern {
@@ -548,6 +663,8 @@ START_TEST(test_variants_implement_their_entries)
                           "%s falls back to ref for quantize %s", name, qt_name(act_types[j]));
         ck_assert_msg(k->axpy_f16 != ref->axpy_f16 && k->f32_to_f16 != ref->f32_to_f16, "%s falls back to ref for f16",
                       name);
+        for (size_t j = 0; j < sizeof gemm_required / sizeof *gemm_required; j++)
+            ck_assert_msg(k->gemm[gemm_required[j]], "%s has no gemm for %s", name, qt_name(gemm_required[j]));
     }
 }
 END_TEST
@@ -664,12 +781,74 @@ START_TEST(bench_matvec)
 }
 END_TEST
 
+/* Single-thread GOPS (2·rows·n·cols / s) of kern_gemm on a 2048x2048 matrix in L2-sized
+ * row chunks (128 rows, as the forward pass hands them to a thread), for a prefill batch
+ * (64 columns) and decode (1), each variant's own gemm against its dot loop. */
+START_TEST(bench_gemm)
+{
+    enum { ROWS = 2048, N = 2048, CHUNK = 128, PASSES = 3 };
+    static const qt_type types[] = {QT_Q4_0, QT_Q4_K, QT_Q8_0, QT_Q6_K, QT_Q5_0, QT_Q4_1, QT_Q5_1, QT_Q5_K, QT_F16};
+    static const int col_counts[] = {64, 1};
+    uint64_t s = 7;
+    float *f = malloc((size_t)N * sizeof *f), *out = malloc((size_t)64 * ROWS * sizeof *out);
+    ck_assert(f && out);
+    printf("kern bench: %dx%d matrix in %d-row chunks x C columns, single thread, GOPS (gemm / dot loop)\n", ROWS, N,
+           CHUNK);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const qt_type t = types[ti];
+        const size_t row_bytes = qt_row_bytes(t, N), act_bytes = kern_act_bytes(t, N);
+        uint8_t *m = malloc(row_bytes * ROWS), *act = malloc(act_bytes * 64);
+        ck_assert(m && act);
+        for (int r = 0; r < ROWS; r++) {
+            for (int j = 0; j < N; j++)
+                f[j] = rng_gauss(&s);
+            qt_quantize_row(t, f, m + r * row_bytes, N);
+        }
+        for (int c = 0; c < 64; c++) {
+            for (int j = 0; j < N; j++)
+                f[j] = rng_gauss(&s);
+            kern_prepare_act(kern_ref(), t, f, act + c * act_bytes, N);
+        }
+        for (int v = 1; v < n_variants(); v++) {
+            const char *name;
+            const kern_ops *k = variant(v, &name);
+            kern_ops dots = *k;
+            dots.gemm[t] = NULL;
+            printf("  %-5s %-7s", qt_name(t), name);
+            for (size_t ci = 0; ci < sizeof col_counts / sizeof *col_counts; ci++) {
+                const int cols = col_counts[ci];
+                double best[2] = {0, 0};
+                for (int pass = 0; pass < PASSES; pass++)
+                    for (int which = 0; which < 2; which++) {
+                        const kern_ops *kk = which ? &dots : k;
+                        double t0 = now_s();
+                        for (int r0 = 0; r0 < ROWS; r0 += CHUNK)
+                            kern_gemm(kk, t, N, CHUNK, cols, m + r0 * row_bytes, row_bytes, act, act_bytes, out + r0,
+                                      ROWS);
+                        double ops = 2.0 * ROWS * N * cols / (now_s() - t0) / 1e9;
+                        if (ops > best[which])
+                            best[which] = ops;
+                    }
+                printf("  %2d cols %7.1f / %6.1f", cols, best[0], best[1]);
+            }
+            printf("\n");
+        }
+        free(m);
+        free(act);
+    }
+    free(f);
+    free(out);
+    fflush(stdout);
+}
+END_TEST
+
 static Suite *kern_suite(bool with_bench)
 {
     Suite *s = suite_create("kern");
     if (with_bench) {
         TCase *tb = tcase_create("bench");
         tcase_set_timeout(tb, 1200);
+        tcase_add_test(tb, bench_gemm);
         tcase_add_test(tb, bench_matvec);
         suite_add_tcase(s, tb);
     }
@@ -677,6 +856,10 @@ static Suite *kern_suite(bool with_bench)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_dot_matches_ref, 0, N_DOT_TYPES);
     tcase_add_test(tc, test_dot_bound_catches_one_level);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("gemm");
+    tcase_set_timeout(tc, 900);
+    tcase_add_loop_test(tc, test_gemm_matches_ref, 0, N_DOT_TYPES);
     suite_add_tcase(s, tc);
     tc = tcase_create("convert");
     tcase_set_timeout(tc, 300);
