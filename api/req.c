@@ -152,6 +152,9 @@ static int read_stop(api_req *r, const cJSON *root, err_info *ei)
     if (!s)
         return 0;
     if (cJSON_IsString(s)) {
+        /* "" would match everywhere (the array form refuses it too) */
+        if (!s->valuestring[0])
+            return err_set(ei, -EINVAL, "'stop' must be a non-empty string or an array of them");
         r->stop[r->n_stop++] = s->valuestring;
         return 0;
     }
@@ -263,11 +266,20 @@ int api_req_parse(api_req **out, api_kind kind, const char *body, size_t len, er
     r->model = "";
     r->parse_special = true;
     sampler_params_default(&r->sampling);
-    cJSON *root = r->priv->root = cJSON_ParseWithLength(body, len);
+    const char *end = body;
+    cJSON *root = r->priv->root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (!cJSON_IsObject(root)) {
         rc = err_set(ei, -ERR_FORMAT, "the request body is not a JSON object");
         goto fail;
     }
+    /* cJSON stops after the first value: anything but white space after it means the body
+     * is not one JSON text (two objects, say, which another parser might read differently) */
+    for (; end < body + len; end++)
+        if (!strchr(" \t\r\n", *end) || !*end) {
+            rc = err_set(ei, -ERR_FORMAT, "the request body has more after its JSON object (at byte %zu)",
+                         (size_t)(end - body));
+            goto fail;
+        }
     switch (kind) {
     case API_KIND_CHAT:
     case API_KIND_COMPLETION:

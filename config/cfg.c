@@ -5,6 +5,7 @@
 #include <cJSON.h>
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +219,11 @@ static int load_file(cfg *c, const char *path, err_info *ei)
         if (!value && cJSON_IsBool(item) && o->kind == OPT_BOOL)
             value = cJSON_IsTrue(item) ? "true" : "false";
         if (!value && cJSON_IsNumber(item) && (o->kind == OPT_INT32 || o->kind == OPT_INT64)) {
+            /* range first: converting a double beyond long long (1e300) is undefined */
+            if (!(fabs(item->valuedouble) < 0x1p63)) {
+                rc = err_set(ei, -ERR_RANGE, "%s: %g is out of range", where, item->valuedouble);
+                goto fail;
+            }
             if (item->valuedouble != (double)(long long)item->valuedouble) {
                 rc = err_set(ei, -EINVAL, "%s: expected an integer", where);
                 goto fail;

@@ -81,11 +81,12 @@ static void react(edgellmd *d)
     }
     const char *state = router_model_state(d->r);
     if (strcmp(state, d->announced) && !d->loading) {
+        bool was_ready = !strcmp(d->announced, "ok");
         d->announced = state;
         if (!strcmp(state, "ok"))
             fprintf(stderr, "edgellmd: model ready\n");
         else if (!strcmp(state, "error"))
-            fprintf(stderr, "edgellmd: the model could not be started; see /health\n");
+            fprintf(stderr, "edgellmd: the model %s; see /health\n", was_ready ? "is out of service" : "could not be started");
     }
     int active = 0;
     for (int i = 0; i < d->n_servers; i++)

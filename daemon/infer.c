@@ -1,13 +1,19 @@
 /* infer — see infer.h. The worker's frame buffer lives here, allocated with the infer
- * object, so streaming a token formats into memory that already exists. */
+ * object, so streaming a token formats into memory that already exists. The model file stays
+ * open beside its mapping, so a truncation or an in-place rewrite of that very file is seen
+ * by one fstat (a file replaced by rename leaves the mapped one intact: nothing to see). */
 #include "infer.h"
 
 #include <cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "daemon/mapguard.h"
 #include "daemon/sched.h"
 #include "engine/gen.h"
 #include "engine/model.h"
@@ -18,6 +24,9 @@
 struct infer {
     cfg c;
     model *m;
+    int fd;                         /* the model file, for its stat; -1 if it could not be opened */
+    struct stat st;                 /* as it was when loaded */
+    bool guarded;                   /* the mapping is under mapguard */
     pool *pool;
     model_session *s;
     gen_ctx *g;
@@ -66,7 +75,19 @@ int infer_open(infer **out, const cfg *c, err_info *ei)
         return err_set(ei, -ENOMEM, "out of memory");
     in->c = *c;
     model_id_from_path(c->model, in->id, sizeof in->id);
+    /* stat before mapping: a change between the two shows up as a change later */
+    in->fd = open(c->model, O_RDONLY | O_CLOEXEC);
+    if (in->fd >= 0 && fstat(in->fd, &in->st) < 0) {
+        close(in->fd);
+        in->fd = -1;
+    }
     int rc = model_open(&in->m, c->model, ei);
+    if (rc == 0) {
+        /* not fatal: a second model in the process (one range is guarded at a time) still
+         * works, it is only the truncation that would kill it */
+        const gguf *g = model_gguf(in->m);
+        in->guarded = mapguard_arm(gguf_base(g), (size_t)gguf_size(g), NULL) == 0;
+    }
     if (rc == 0)
         rc = choose_chat_family(in, ei);
     if (rc < 0) {
@@ -98,8 +119,32 @@ void infer_close(infer *in)
     gen_ctx_free(in->g);
     model_session_free(in->s);
     pool_free(in->pool);
+    if (in->guarded)
+        mapguard_disarm();
     model_close(in->m);
+    if (in->fd >= 0)
+        close(in->fd);
     free(in);
+}
+
+int infer_check_file(const infer *in, err_info *ei)
+{
+    uint64_t faults = in->guarded ? mapguard_faults() : 0;
+    struct stat now;
+    if (in->fd >= 0 && fstat(in->fd, &now) == 0 &&
+        (now.st_size != in->st.st_size || now.st_mtim.tv_sec != in->st.st_mtim.tv_sec ||
+         now.st_mtim.tv_nsec != in->st.st_mtim.tv_nsec))
+        return err_set(ei, -ERR_IO,
+                       "the model file %s was truncated or rewritten after it was loaded (%lld bytes then, %lld now%s):"
+                       " restart edgellmd to load it again",
+                       in->c.model, (long long)in->st.st_size, (long long)now.st_size,
+                       faults ? ", and reading it faulted" : "");
+    if (faults)
+        return err_set(ei, -ERR_IO,
+                       "reading the model file %s faulted (%llu pages were gone: it was truncated while in use):"
+                       " restart edgellmd to load it again",
+                       in->c.model, (unsigned long long)faults);
+    return 0;
 }
 
 const char *infer_model_id(const infer *in) { return in->id; }
@@ -179,6 +224,8 @@ static int on_text(void *ud, const char *text, size_t len, int32_t token)
     (void)token;
     run_state *st = ud;
     st->n_after_cancel += api_job_cancelled(st->job);
+    if (st->in->guarded && mapguard_faults())
+        return 1; /* the weights turned to zeros: stop computing garbage (infer_run says why) */
     if (sched_now_ns() > st->deadline_ns) {
         st->deadline_hit = true;
         return 1;
@@ -206,10 +253,18 @@ void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res)
         .cancel = api_job_cancel_flag(job),
     };
     run_state st = {.in = in, .job = job, .deadline_ns = t->deadline_ns};
-    api_job_emit_start(job, in->frame);
     gen_result gr = {0};
     err_info ei = {0};
-    int rc = gen_run(in->g, &g, on_text, &st, &gr, &ei);
+    /* a model file changed under its mapping: refuse before, and disown what was computed
+     * from zeros after (mapguard.h) */
+    int rc = infer_check_file(in, &ei);
+    bool file_ok = rc == 0;
+    if (file_ok) {
+        api_job_emit_start(job, in->frame);
+        rc = gen_run(in->g, &g, on_text, &st, &gr, &ei);
+        if (rc == 0 && (rc = infer_check_file(in, &ei)) < 0)
+            file_ok = false;
+    }
     res->n_prompt = gr.n_prompt;
     res->n_generated = gr.n_generated;
     res->first_token_ms = gr.first_token_ms;
@@ -218,6 +273,10 @@ void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res)
     if (rc < 0) {
         res->code = rc;
         snprintf(res->message, sizeof res->message, "%s", err_text(&ei, rc));
+        if (!file_ok) { /* the model, not the request, is at fault */
+            res->has_err = true;
+            res->err = API_E_NO_MODEL;
+        }
     } else {
         static const char *const reasons[] = {[GEN_FINISH_STOP] = "stop", [GEN_FINISH_LENGTH] = "length"};
         /* A deadline truncates like max_tokens does; a client that left needs no reason. */

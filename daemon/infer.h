@@ -28,6 +28,14 @@ int infer_open(infer **out, const cfg *c, err_info *ei);
 int infer_start(infer *in, err_info *ei);
 void infer_close(infer *in);
 
+/* 0 while the model file still holds what was loaded; -ERR_IO, with a message naming the
+ * file and telling the operator to restart, once that file was truncated or rewritten in
+ * place (its size or mtime changed) or a read of its mapping faulted and was papered over
+ * with zeros (daemon/mapguard.h: the daemon survives, the answers would be garbage). A file
+ * replaced by rename is not a change: the mapped one lives on. infer_run checks before and
+ * after generating; the router retires the model on the first failure. Any thread. */
+int infer_check_file(const infer *in, err_info *ei);
+
 /* Model id clients name in requests: the file name without directory and ".gguf". */
 const char *infer_model_id(const infer *in);
 const char *infer_model_path(const infer *in);
@@ -58,7 +66,9 @@ typedef struct infer_task {
 
 /* Generates job's answer into its channel (api_job_emit_*: SSE frames when the request
  * streams, plain text otherwise) and fills res (code, finish_reason, partial, counts,
- * timings other than queue_ms and total_ms). Worker thread. Never allocates per token. */
+ * timings other than queue_ms and total_ms). A model file that changed (infer_check_file)
+ * fails the job with 503 model_not_loaded and that message. Worker thread. Never allocates
+ * per token. */
 void infer_run(infer *in, api_job *job, const infer_task *t, api_result *res);
 
 /* /tokenize: ids of r->prompt, and with r->with_pieces their text, as a JSON body

@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -215,6 +216,16 @@ static bool add_text(transfer *t, const char *s, size_t n)
     return rc == 0;
 }
 
+/* A usage count from the cloud, or keep when it is not a whole number in 0..INT32_MAX:
+ * converting a double outside int32's range (1e300, say) is undefined behaviour. */
+static int32_t token_count(const cJSON *n, int32_t keep)
+{
+    if (!cJSON_IsNumber(n) || !(n->valuedouble >= 0 && n->valuedouble <= INT32_MAX) ||
+        n->valuedouble != floor(n->valuedouble))
+        return keep;
+    return (int32_t)n->valuedouble;
+}
+
 /* One completion object, streamed chunk or whole: its text, finish_reason and usage. */
 static bool take_completion(transfer *t, const cJSON *root)
 {
@@ -243,10 +254,8 @@ static bool take_completion(transfer *t, const cJSON *root)
             snprintf(t->finish, sizeof t->finish, "%s", finish);
     }
     if (cJSON_IsObject(usage)) {
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
-        const cJSON *g = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
-        t->n_prompt = cJSON_IsNumber(p) ? (int32_t)p->valuedouble : t->n_prompt;
-        t->n_generated = cJSON_IsNumber(g) ? (int32_t)g->valuedouble : t->n_generated;
+        t->n_prompt = token_count(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens"), t->n_prompt);
+        t->n_generated = token_count(cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens"), t->n_generated);
     }
     return true;
 }

@@ -37,6 +37,7 @@ struct router {
     uint8_t model_sha[SHA256_BYTES];
     bool model_sha_known;      /* written with in */
     atomic_bool store_error_logged; /* a failing disk is reported once, not per request */
+    atomic_bool retired;       /* the model file changed under the daemon (retire_if_changed) */
     _Atomic int state;         /* model_state */
     char fail_msg[ERR_MSG_MAX];
     atomic_bool draining;
@@ -91,6 +92,23 @@ static double ms_between(int64_t a_ns, int64_t b_ns)
     return (double)(b_ns - a_ns) / 1e6;
 }
 
+/* A model whose file was truncated or rewritten under its mapping computes garbage (see
+ * daemon/mapguard.h): from the first time infer_check_file says so, the model is failed with
+ * that message (every request 503, /health "error"), and it is logged once. Any thread: the
+ * exchange makes one writer of fail_msg, which readers look at only once the state says
+ * FAILED. */
+static void retire_if_changed(router *r)
+{
+    err_info ei = {0};
+    if (atomic_load(&r->state) != MODEL_READY || infer_check_file(r->in, &ei) == 0 ||
+        atomic_exchange(&r->retired, true))
+        return;
+    snprintf(r->fail_msg, sizeof r->fail_msg, "%s", ei.msg);
+    atomic_store(&r->state, MODEL_FAILED);
+    fprintf(stderr, "edgellmd: %s\n", ei.msg);
+    r->wake(r->wake_ud);
+}
+
 /* ---- worker side ------------------------------------------------------------------ */
 
 /* Ends a job that the queue or the cloud held (their reference goes). */
@@ -140,6 +158,7 @@ static void run_job(void *ud, void *item)
     } else {
         infer_task t = {d->tokens, d->n_tokens, d->max_tokens, d->deadline_ns};
         infer_run(r->in, job, &t, &res);
+        retire_if_changed(r);
     }
     if (res.code == -ERR_CANCELLED || (res.code == 0 && !res.finish_reason)) {
         metrics_cancelled(r->metrics);
@@ -180,6 +199,7 @@ static void refuse(api_call *call, const refusal *f)
 /* True when the model can take work; else why not in *f. */
 static bool model_usable(router *r, refusal *f)
 {
+    retire_if_changed(r);
     *f = (refusal){.err = API_E_NO_MODEL};
     switch ((model_state)atomic_load(&r->state)) {
     case MODEL_READY:
@@ -190,7 +210,8 @@ static bool model_usable(router *r, refusal *f)
         snprintf(f->msg, sizeof f->msg, "the model is still loading; retry shortly");
         return false;
     case MODEL_FAILED:
-        snprintf(f->msg, sizeof f->msg, "the model failed to load: %s", r->fail_msg);
+        snprintf(f->msg, sizeof f->msg, "%s: %s",
+                 atomic_load(&r->retired) ? "the model is out of service" : "the model failed to load", r->fail_msg);
         return false;
     case MODEL_NONE:
         break;
@@ -542,6 +563,7 @@ static void reply_json(api_call *call, int status, cJSON *root)
 
 static void reply_health(router *r, api_call *call)
 {
+    retire_if_changed(r);
     model_state s = (model_state)atomic_load(&r->state);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "status", router_model_state(r));

@@ -171,6 +171,19 @@ static void set_type(tok_vocab *v, int32_t id, tok_type t)
     v->attr[id] = (uint8_t)((v->attr[id] & ~TOK_ATTR_TYPE) | t);
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The byte an SPM byte token "<0xHH>" stands for, or -1 when its text is not that form. */
+static int spm_byte_value(gguf_str t)
+{
+    if (t.len != 6 || memcmp(t.ptr, "<0x", 3) || t.ptr[5] != '>' || hex_digit(t.ptr[3]) < 0 || hex_digit(t.ptr[4]) < 0)
+        return -1;
+    return hex_digit(t.ptr[3]) * 16 + hex_digit(t.ptr[4]);
+}
+
 /* Reads the token strings, types and (SPM) scores, and indexes the strings. */
 static int load_tokens(tok_vocab *v, const gguf *g, err_info *ei)
 {
@@ -198,6 +211,12 @@ static int load_tokens(tok_vocab *v, const gguf *g, err_info *ei)
             int32_t t;
             memcpy(&t, arr.data + 4 * i, 4);
             v->attr[i] = (uint8_t)(t >= TOK_TYPE_UNDEFINED && t <= TOK_TYPE_BYTE ? t : TOK_TYPE_UNDEFINED);
+            /* llama.cpp reads an SPM byte token's value with substr(3, 2) and strtol, which
+             * throws on a short text and yields a wrong or negative byte on a malformed one
+             * ("<0xZZ>", "<0x-1>", "<0x100>"): such a vocab is refused, naming the token. */
+            if (v->kind == TOK_SPM && t == TOK_TYPE_BYTE && spm_byte_value(v->text[i]) < 0)
+                return err_set(ei, -ERR_FORMAT, "%s: token %zu '%.*s' has type byte but is not of the form <0xHH>",
+                               KEY_TOKENS, i, (int)(v->text[i].len < 40 ? v->text[i].len : 40), v->text[i].ptr);
         }
     }
     if (v->kind == TOK_SPM && gguf_find(g, KEY_SCORES)) {
@@ -555,11 +574,6 @@ static int put_piece(char *buf, int cap, int at, const char *s, size_t n)
     return at + (int)n;
 }
 
-static int hex_digit(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int tok_piece(const tok_vocab *v, int32_t id, bool render_special, char *buf, int cap)
 {
     if (!valid_id(v, id))
@@ -590,12 +604,11 @@ int tok_piece(const tok_vocab *v, int32_t id, bool render_special, char *buf, in
         }
         return len;
     case TOK_TYPE_BYTE:
-        if (v->kind == TOK_SPM && t.len == 6 && !memcmp(t.ptr, "<0x", 3) && t.ptr[5] == '>' &&
-            hex_digit(t.ptr[3]) >= 0 && hex_digit(t.ptr[4]) >= 0) {
-            char b = (char)(hex_digit(t.ptr[3]) * 16 + hex_digit(t.ptr[4]));
+        if (v->kind == TOK_SPM) { /* load_tokens checked the form */
+            char b = (char)spm_byte_value(t);
             return put_piece(buf, cap, 0, &b, 1);
         }
-        return 0;
+        return 0; /* a BPE vocab's byte tokens render as nothing, as in llama.cpp */
     default: /* UNDEFINED, UNUSED: llama.cpp renders nothing */
         return 0;
     }

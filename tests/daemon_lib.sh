@@ -2,6 +2,11 @@
 # stopping edgellmd on a free port and a Unix socket in a temp dir, curl with a time-out on
 # every call, JSON assertions through python3, and one PASS/FAIL line per check.
 # Expects EDGELLM_BUILD (build dir) and SHARED (reference data) in the environment.
+#
+# EDGELLMD_WRAPPER, if set, is put in front of every edgellmd command line (word-split), e.g.
+# "valgrind --error-exitcode=99 --leak-check=full"; START_TIMEOUT_S (default 60) bounds the
+# wait for a daemon to be ready. Whatever runs the daemon, a sanitizer's or valgrind's report
+# in any daemon log fails the script at finish: a memory error is never just a log line.
 
 set -u
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,8 +35,24 @@ fail() { FAILED=$((FAILED + 1)); echo "FAIL: $1${2:+ ($2)}"; }
 # check NAME COMMAND...: PASS when the command succeeds.
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
 
+# memcheck_clean: no daemon log holds an AddressSanitizer/LeakSanitizer/UBSan report or a
+# valgrind error summary above zero (each report's first lines are shown).
+memcheck_clean() {
+    local bad=0 f
+    for f in "$TMP"/*.log; do
+        [ -f "$f" ] || continue
+        if grep -Eq 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |ERROR SUMMARY: [1-9]' "$f"; then
+            echo "memory error report in $(basename "$f"):"
+            grep -E -m 5 -A 8 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |ERROR SUMMARY: [1-9]' "$f" | head -40
+            bad=1
+        fi
+    done
+    return $bad
+}
+
 # finish: the summary line, and the exit status.
 finish() {
+    check "no sanitizer or valgrind report in any daemon log" memcheck_clean
     echo "$(basename "$0" .sh): $PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]
 }
@@ -44,13 +65,14 @@ start_daemon() {
     local name=$1; shift
     LOG=$TMP/$name.log
     SOCK=$TMP/$name.sock
-    "$EDGELLMD" --host 127.0.0.1 --port 0 --socket "$SOCK" --state-dir "$TMP/$name.state" "$@" 2>"$LOG" &
+    # shellcheck disable=SC2086 # the wrapper is a command line
+    ${EDGELLMD_WRAPPER:-} "$EDGELLMD" --host 127.0.0.1 --port 0 --socket "$SOCK" --state-dir "$TMP/$name.state" "$@" 2>"$LOG" &
     PID=$!
     DAEMONS+=("$PID")
     local want="listening on unix"
     case " $* " in *" --model "*) want="model ready" ;; esac
     want=${START_WAIT:-$want}
-    for _ in $(seq 1 600); do
+    for _ in $(seq 1 $((${START_TIMEOUT_S:-60} * 10))); do
         grep -q "$want" "$LOG" 2>/dev/null && break
         kill -0 "$PID" 2>/dev/null || break
         sleep 0.1
@@ -86,6 +108,81 @@ jq_py() {
 # metric NAME_WITH_LABELS: its value in /metrics (0 when absent).
 metric() {
     c "$URL/metrics" | awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+# rss_kb PID: the process's resident memory (VmRSS) in kB.
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# rss_meaningful: the daemon runs natively, so its RSS says what it holds (under ASan freed
+# memory waits in the quarantine, under a wrapper such as valgrind in the tool's heap; there
+# the tool's own leak check at exit does the job).
+rss_meaningful() {
+    [ -z "${EDGELLMD_WRAPPER:-}" ] && ! ldd "$EDGELLMD" 2>/dev/null | grep -q 'libasan\|libtsan\|libmsan'
+}
+
+# check_rss NAME KB BOUND_KB: the check that KB <= BOUND_KB, where RSS means something; a
+# SKIP line otherwise.
+check_rss() {
+    if rss_meaningful; then
+        check "$1" [ "$2" -le "$3" ]
+    else
+        echo "SKIP: $1: no RSS bound under a sanitizer or valgrind (their heaps keep freed memory; their leak check at exit instead)"
+    fi
+}
+
+# peak_rss_start PID / peak_rss_stop: samples the process's VmRSS every 20 ms in the
+# background; stop prints the highest value seen (kB).
+peak_rss_start() {
+    rm -f "$TMP/rss_stop"
+    echo 0 > "$TMP/rss_peak"
+    ( peak=0; while kill -0 "$1" 2>/dev/null && [ ! -e "$TMP/rss_stop" ]; do
+          r=$(rss_kb "$1"); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" > "$TMP/rss_peak"; sleep 0.02
+      done ) &
+    RSS_SAMPLER=$!
+}
+peak_rss_stop() {
+    touch "$TMP/rss_stop"
+    wait "$RSS_SAMPLER"
+    cat "$TMP/rss_peak"
+}
+
+# all_answers: completions answered, whatever the source (local, cache, cloud).
+all_answers() {
+    c "$URL/metrics" | awk '$1 ~ /^edgellm_answers_total\{/ { n += $2 } END { print n + 0 }'
+}
+
+# wait_idle: waits (up to a minute) until nothing is queued or running in the last started
+# daemon; fails if that does not happen.
+wait_idle() {
+    for _ in $(seq 1 600); do
+        [ "$(metric edgellm_queue_depth)" = 0 ] && [ "$(metric edgellm_worker_busy)" = 0 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# have_wrk: wrk is there, installed with apt-get when missing and possible (root); else false.
+have_wrk() {
+    command -v wrk >/dev/null && return 0
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+    echo "info: installing wrk"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; }
+    command -v wrk >/dev/null
+}
+
+# wrk_run NAME SECONDS ARGS...: wrk with 2 threads and 32 connections; prints an info line
+# with its figures and sets WRK_REQS (completed), WRK_NON2XX and WRK_SOCKERR (empty: none).
+wrk_run() {
+    local name=$1 secs=$2 out=$TMP/wrk_$1; shift 2
+    wrk -t2 -c32 -d"${secs}s" --latency "$@" > "$out" 2>&1
+    WRK_REQS=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$out")
+    WRK_NON2XX=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$out")
+    WRK_SOCKERR=$(sed -n 's/^ *Socket errors: *\(.*\)/\1/p' "$out")
+    echo "info: wrk $name (2 threads, 32 connections, $secs s): $(sed -n 's/^Requests\/sec: *//p' "$out") req/s," \
+         "latency p50 $(awk '$1 == "50%" { print $2 }' "$out"), p99 $(awk '$1 == "99%" { print $2 }' "$out")," \
+         "max $(awk '$1 == "Latency" { print $4 }' "$out"); ${WRK_REQS:-0} requests, ${WRK_NON2XX:-0} non-2xx," \
+         "socket errors: ${WRK_SOCKERR:-none}"
 }
 
 # sse_ok FILE [usage]: every event is "data: JSON" (strict UTF-8) or a comment, the stream

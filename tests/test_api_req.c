@@ -145,6 +145,7 @@ START_TEST(bad_types_and_ranges_name_the_field)
         {"\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]", -EINVAL, "'stop'"},
         {"\"stop\":[\"a\",7]", -ERR_TYPE, "'stop[1]'"},
         {"\"stop\":[\"\"]", -ERR_TYPE, "'stop[0]'"},
+        {"\"stop\":\"\"", -EINVAL, "'stop' must be a non-empty string"},
         {"\"stream\":\"yes\"", -ERR_TYPE, "'stream'"},
         {"\"stream_options\":true", -ERR_TYPE, "'stream_options'"},
         {"\"stream_options\":{\"include_usage\":1}", -ERR_TYPE, "'stream_options.include_usage'"},
@@ -182,6 +183,14 @@ START_TEST(not_json)
     parse_bad(API_KIND_CHAT, "{\"messages\":", -ERR_FORMAT, "not a JSON object");
     parse_bad(API_KIND_CHAT, "[1]", -ERR_FORMAT, "not a JSON object");
     parse_bad(API_KIND_COMPLETION, "\"prompt\"", -ERR_FORMAT, "not a JSON object");
+    /* one JSON text: a second value, or any byte but white space, after the object is refused
+     * (cJSON alone stops after the first and ignored the rest) */
+    parse_bad(API_KIND_COMPLETION, "{\"prompt\":\"a\"} {\"prompt\":\"b\"}", -ERR_FORMAT, "more after its JSON object (at byte 15)");
+    parse_bad(API_KIND_COMPLETION, "{\"prompt\":\"a\"}x", -ERR_FORMAT, "more after its JSON object");
+    api_req *ok = parse_ok(API_KIND_COMPLETION, " \r\n{\"prompt\":\"a\"} \t\r\n");
+    api_req_free(ok);
+    api_req *with_nul = NULL;
+    ck_assert_int_eq(api_req_parse(&with_nul, API_KIND_COMPLETION, "{\"prompt\":\"a\"}\0", 15, NULL), -ERR_FORMAT);
     /* length is honoured: the bytes after len are not part of the body */
     api_req *r = NULL;
     const char *body = "{\"prompt\":\"a\"}GARBAGE";

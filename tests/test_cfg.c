@@ -163,6 +163,9 @@ START_TEST(json_file_errors)
         {"{\"port\": true}", -ERR_TYPE, "\"port\""},
         {"{\"model\": 3}", -ERR_TYPE, "\"model\""},
         {"{\"queue\": 100000}", -ERR_RANGE, "\"queue\""},
+        /* beyond any integer type: refused before the (undefined) conversion */
+        {"{\"port\": 1e300}", -ERR_RANGE, "\"port\": 1e+300 is out of range"},
+        {"{\"body_limit\": -1e19}", -ERR_RANGE, "out of range"},
         {"[1,2]", -ERR_FORMAT, "not a JSON object"},
         {"{\"port\": ", -ERR_FORMAT, "not a JSON object"},
     };

@@ -3,8 +3,8 @@
  * loop against a scripted HTTP server in this process: a streamed answer cut at awkward
  * places, a plain JSON answer, 5xx, a malformed body, an error object in the stream, a
  * stream cut short before and after the first text (the latter ends the client's stream
- * with an error frame), a refused connection, a server that never answers (time-out), and
- * the API key going only into the Authorization header. */
+ * with an error frame), a refused connection, a server that never answers (time-out), usage
+ * numbers no int32 can hold, and the API key going only into the Authorization header. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -363,6 +363,31 @@ START_TEST(failure_mid_stream)
 }
 END_TEST
 
+/* A cloud whose usage numbers are absurd (beyond int32, negative, fractional, not numbers):
+ * they are ignored rather than converted (a double outside int32 is undefined behaviour;
+ * on x86 it came out as -2147483648 prompt tokens). */
+START_TEST(absurd_usage_numbers)
+{
+    static const char *const usages[] = {
+        "\"usage\":{\"prompt_tokens\":1e300,\"completion_tokens\":-5}",
+        "\"usage\":{\"prompt_tokens\":2.5,\"completion_tokens\":\"7\"}",
+    };
+    for (size_t i = 0; i < sizeof usages / sizeof usages[0]; i++) {
+        char answer[256];
+        snprintf(answer, sizeof answer, "{\"choices\":[{\"index\":0,\"text\":\"ok\",\"finish_reason\":\"stop\"}],%s}",
+                 usages[i]);
+        const script s = {.pieces = {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+                                     answer, NULL}};
+        exchange x;
+        run(&s, NULL, "{\"prompt\":\"a\"}", &x);
+        ck_assert_int_eq(x.out, OFFLOAD_OK);
+        ck_assert_str_eq(x.client, "ok");
+        ck_assert_msg(x.res.n_prompt == 0 && x.res.n_generated == 0, "%s: counts %d, %d", usages[i], x.res.n_prompt,
+                      x.res.n_generated);
+    }
+}
+END_TEST
+
 START_TEST(bad_key_refused)
 {
     cfg c = {.offload_connect_timeout_ms = 1000, .offload_timeout_ms = 1000};
@@ -394,6 +419,7 @@ int main(void)
     tcase_add_test(tc, refused_connection);
     tcase_add_test(tc, failure_mid_stream);
     tcase_add_test(tc, bad_key_refused);
+    tcase_add_test(tc, absurd_usage_numbers);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -5,10 +5,11 @@ gguf: the seeds are tiny but complete: models the engine can open (a 2-layer lla
 vocab, a 2-layer qwen2 with a byte-level BPE vocab; 16-dim embeddings, 300 tokens), a
 Q8_0/Q4_0 llama with 32-dim rows, vocab-only files for other pre-tokenizers, a file with
 every metadata type, and broken variants (truncated, bit-flipped, wrong version) whose
-error paths the fuzzer should start from. Written independently of engine/gguf_write.c so
+error paths the fuzzer should start from, and the hostile corpus (hostile-*.gguf, see
+hostile_seeds). Written independently of engine/gguf_write.c so
 the reader is not only tested against its own writer.
 
-tok, chat, utf8: a handful of inputs in each target's input format (see targets.c).
+tok, chat, utf8, req, sse: a handful of inputs in each target's input format (see targets.c).
 
 Deterministic: re-running it rewrites the same bytes. Usage: tests/fuzz/gen_seeds.py
 """
@@ -148,8 +149,9 @@ def bpe_vocab(pre, n=300, specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>
 
 
 def model(arch, vocab, n_vocab, types, n_embd=16, n_layer=2, n_head=2, n_head_kv=1, n_ff=32, tied=False,
-          bias=False, seed=1):
-    """A random-weight model in GGUF; types: (matrix type, embedding type)."""
+          bias=False, seed=1, override=None):
+    """A random-weight model in GGUF; types: (matrix type, embedding type). override: {key:
+    (type, value)} replaces (or, for a key not there, adds) metadata entries."""
     rng = random.Random(seed)
     mat_t, emb_t = types
     head_dim = n_embd // n_head
@@ -185,7 +187,10 @@ def model(arch, vocab, n_vocab, types, n_embd=16, n_layer=2, n_head=2, n_head_kv
            (arch + ".block_count", U32, n_layer), (arch + ".feed_forward_length", U32, n_ff),
            (arch + ".attention.head_count", U32, n_head), (arch + ".attention.head_count_kv", U32, n_head_kv),
            (arch + ".attention.layer_norm_rms_epsilon", F32, 1e-5), (arch + ".rope.freq_base", F32, 10000.0)]
-    return gguf(kvs + vocab, tensors)
+    kvs += vocab
+    for key, (t, v) in (override or {}).items():
+        kvs = [kv for kv in kvs if kv[0] != key] + [(key, t, v)]
+    return gguf(kvs, tensors)
 
 
 def all_types():
@@ -220,6 +225,7 @@ def gguf_seeds():
         "vocab-deepseek-llm": gguf(bpe_vocab("deepseek-llm")[0]),
         "vocab-gpt2-default": gguf(bpe_vocab("default")[0]),
         "all-types": all_types(),
+        "llama-spm-tiny-f16": small_llama(),
     }
     seeds["v2-all-types"] = seeds["all-types"][:4] + struct.pack("<I", 2) + seeds["all-types"][8:]
     full = seeds["llama-spm-f32"]
@@ -228,6 +234,122 @@ def gguf_seeds():
     seeds["llama-bitflip"] = flip(full, 1)
     seeds["qwen2-bitflip"] = flip(seeds["qwen2-bpe-f16"], 2)
     return {name + ".gguf": data for name, data in seeds.items()}
+
+
+# ---- hostile files: the classes of llama.cpp/ggml advisories, each of which the engine must
+# refuse with a message (tests/test_gguf_hostile.c says where and how). They are gguf seeds
+# too, so the fuzzer starts from every error path.
+
+def header(n_tensors, n_kv, version=3):
+    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
+
+
+def tensor_info(name, ne, ttype=T_F32, offset=0, n_dims=None):
+    n_dims = len(ne) if n_dims is None else n_dims
+    return gstr(name) + struct.pack("<I", n_dims) + b"".join(struct.pack("<Q", d) for d in ne) + \
+        struct.pack("<IQ", ttype, offset)
+
+
+def one_tensor_file(info, data=b"\0" * 64, kvs=b"", n_kv=0):
+    out = header(1, n_kv) + kvs + info
+    return out + b"\0" * (-len(out) % 32) + data
+
+
+def kv(key, t, v):
+    return gstr(key) + struct.pack("<I", t) + value(t, v)
+
+
+def small_llama(override=None, vocab_edit=None):
+    """A 1-layer llama, 8-dim, F16, over the SPM vocab; vocab_edit(kvs) may change the vocab."""
+    vocab, n = spm_vocab(260)
+    if vocab_edit:
+        vocab = vocab_edit(vocab)
+    return model("llama", vocab, n, (T_F16, T_F16), n_embd=8, n_layer=1, n_head=2, n_head_kv=1, n_ff=16,
+                 tied=True, seed=7, override=override)
+
+
+def edit_tokens(fn):
+    """A vocab_edit that passes the token list (and types) through fn(toks, types)."""
+    def edit(vocab):
+        out = []
+        d = {k: (t, v) for k, t, v in vocab}
+        toks, types = list(d["tokenizer.ggml.tokens"][1][1]), list(d["tokenizer.ggml.token_type"][1][1])
+        fn(toks, types)
+        for k, t, v in vocab:
+            if k == "tokenizer.ggml.tokens":
+                v = (STR, toks)
+            elif k == "tokenizer.ggml.token_type":
+                v = (I32, types)
+            out.append((k, t, v))
+        return out
+    return edit
+
+
+def retype(key, t, v):
+    """A vocab_edit that replaces key's entry by one of another type."""
+    return lambda vocab: [(k, t, v) if k == key else (k, kt, kv_) for k, kt, kv_ in vocab]
+
+
+def set_token(i, text):
+    def fn(toks, types):
+        toks[i] = text
+    return fn
+
+
+def hostile_seeds():
+    big = 0xFFFFFFFFFFFFFFFF
+    seeds = {
+        # wrapped size arithmetic: the element count, the byte count, n_dims
+        "ne-product-wraps": one_tensor_file(tensor_info("t", [1 << 32, 1 << 32, 16])),
+        "ne-bytes-wrap": one_tensor_file(tensor_info("t", [1 << 62])),
+        "ne-negative": one_tensor_file(tensor_info("t", [big, 1])),
+        "n-dims-huge": one_tensor_file(tensor_info("t", [4, 4], n_dims=0x80000000)),
+        # offsets past the end, and an offset whose end wraps past 2^64
+        "offset-past-eof": one_tensor_file(tensor_info("t", [16], offset=1 << 40)),
+        "offset-wraps": one_tensor_file(tensor_info("t", [16], offset=(1 << 64) - 32)),
+        # alignment: zero (a division by zero), not a power of two, and one so large that
+        # rounding the header up wraps 32-bit arithmetic
+        "alignment-zero": one_tensor_file(tensor_info("t", [16]), kvs=kv("general.alignment", U32, 0), n_kv=1),
+        "alignment-wraps": one_tensor_file(tensor_info("t", [16]), kvs=kv("general.alignment", U32, 1 << 31),
+                                           n_kv=1),
+        "alignment-odd": one_tensor_file(tensor_info("t", [16]), kvs=kv("general.alignment", U32, 48), n_kv=1),
+        # huge string and array lengths, and counts
+        "string-length-huge": header(0, 1) + struct.pack("<Q", big) + b"general.name",
+        "array-length-huge": header(0, 1) + gstr("a") + struct.pack("<IIQ", ARR, U64, 1 << 61) + b"\0" * 64,
+        "string-array-length-huge": header(0, 1) + gstr("tokenizer.ggml.tokens") +
+                                    struct.pack("<IIQ", ARR, STR, 1 << 60) + gstr("a") * 4,
+        "kv-count-huge": header(0, 1 << 62) + kv("a", U32, 1),
+        "tensor-count-huge": header(1 << 61, 0) + tensor_info("t", [16]),
+        # tokenizer arrays of the wrong type, or not arrays
+        "tokens-not-strings": small_llama(vocab_edit=retype("tokenizer.ggml.tokens", ARR, (U32, list(range(260))))),
+        "tokens-scalar": small_llama(vocab_edit=retype("tokenizer.ggml.tokens", STR, "<unk>")),
+        "scores-strings": small_llama(vocab_edit=retype("tokenizer.ggml.scores", ARR, (STR, ["0"] * 260))),
+        "token-type-f32": small_llama(vocab_edit=retype("tokenizer.ggml.token_type", ARR, (F32, [1.0] * 260))),
+        "token-type-short": small_llama(vocab_edit=retype("tokenizer.ggml.token_type", ARR, (I32, [1] * 10))),
+        "bos-id-string": small_llama(vocab_edit=retype("tokenizer.ggml.bos_token_id", STR, "1")),
+        "bos-id-out-of-range": small_llama(vocab_edit=retype("tokenizer.ggml.bos_token_id", U32, 0xFFFFFFFF)),
+        "tokenizer-model-unknown": small_llama(vocab_edit=retype("tokenizer.ggml.model", STR, "wordpiece")),
+        "duplicate-token": small_llama(vocab_edit=edit_tokens(set_token(259, "<s>"))),
+        # byte tokens (type 6) that are not <0xHH>: not hex, three digits, a sign, short
+        "byte-token-not-hex": small_llama(vocab_edit=edit_tokens(set_token(3 + 0x41, "<0xZZ>"))),
+        "byte-token-0x100": small_llama(vocab_edit=edit_tokens(set_token(3 + 0x41, "<0x100>"))),
+        "byte-token-negative": small_llama(vocab_edit=edit_tokens(set_token(3 + 0x41, "<0x-1>"))),
+        "byte-token-short": small_llama(vocab_edit=edit_tokens(set_token(3 + 0x41, "<0x>"))),
+        "byte-token-empty": small_llama(vocab_edit=edit_tokens(set_token(3 + 0x41, ""))),
+        # hyper-parameters that do not match the tensors, or cannot be
+        "block-count-too-large": small_llama(override={"llama.block_count": (U32, 1024)}),
+        "block-count-huge": small_llama(override={"llama.block_count": (U32, 0xFFFFFFFF)}),
+        "block-count-negative": small_llama(override={"llama.block_count": (I32, -1)}),
+        "head-count-zero": small_llama(override={"llama.attention.head_count": (U32, 0)}),
+        "head-count-kv-odd": small_llama(override={"llama.attention.head_count_kv": (U32, 3)}),
+        "embedding-length-mismatch": small_llama(override={"llama.embedding_length": (U32, 16)}),
+        "rms-eps-nan": small_llama(override={"llama.attention.layer_norm_rms_epsilon": (F32, float("nan"))}),
+    }
+    # the vocab says 261 tokens, the embedding has rows for 260
+    seeds["vocab-embedding-mismatch"] = small_llama(
+        vocab_edit=lambda v: edit_tokens(lambda toks, types: (toks.append("extra"), types.append(1)))(
+            retype("tokenizer.ggml.scores", ARR, (F32, [0.0] * 261))(v)))
+    return {"hostile-" + name + ".gguf": data for name, data in seeds.items()}
 
 
 # tok: byte 0 picks the vocab (0 llama-spm, 1 gpt-2, 2 gpt-2-pre-qwen2, 3 deepseek-llm) and,
@@ -283,9 +405,64 @@ def utf8_seeds():
     }
 
 
+# req: byte 0 picks the route (0 chat, 1 completions, 2 tokenize, 3 detokenize); the rest
+# is the body.
+def req_seeds():
+    chat, comp, tok, detok = b"\x00", b"\x01", b"\x02", b"\x03"
+    return {
+        "chat-minimal": chat + b'{"messages":[{"role":"user","content":"Hi"}]}',
+        "chat-every-field": chat + b'{"model":"m","messages":[{"role":"system","content":"Be brief."},'
+                            b'{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],'
+                            b'"max_tokens":12,"temperature":0.7,"top_p":0.9,"top_k":40,"min_p":0.05,'
+                            b'"repeat_penalty":1.1,"presence_penalty":0.5,"frequency_penalty":-0.5,"seed":42,'
+                            b'"n":1,"timeout":30,"stream":true,"stream_options":{"include_usage":true},'
+                            b'"stop":["\\n\\n","END"],"edgellm":{"route":"local"}}',
+        "chat-nulls-and-unknowns": chat + b'{"messages":[{"role":"user","content":null}],"max_tokens":null,'
+                                   b'"logprobs":true,"n_probs":1000000,"tools":[{"x":{}}]}',
+        "chat-out-of-range": chat + b'{"messages":[{"role":"user","content":"x"}],"max_tokens":1e300,'
+                             b'"top_k":-1,"temperature":1e400,"seed":-9007199254740993}',
+        "chat-deep": chat + b'{"messages":' + b"[" * 200 + b"]" * 200 + b"}",
+        "chat-escapes": chat + b'{"messages":[{"role":"user","content":"\\u0000\\ud83d\\ude00\\ud800 \xff\xc3("}]}',
+        "completion-array-prompt": comp + b'{"prompt":["Once upon"],"max_completion_tokens":5,"stop":"x"}',
+        "completion-bad-types": comp + b'{"prompt":1,"stream":"yes","stop":[1,2,3,4,5]}',
+        "completion-route-cloud": comp + b'{"prompt":"p","edgellm":{"route":"clod"},"timeout":0}',
+        "tokenize": tok + b'{"content":"Hello world","add_special":true,"parse_special":false,"with_pieces":true}',
+        "tokenize-missing": tok + b'{"contents":"x"}',
+        "detokenize": detok + b'{"tokens":[1,2,3,50256,2147483647]}',
+        "detokenize-bad": detok + b'{"tokens":[-1,1.5,2147483648,"7",null]}',
+        "not-json": comp + b'{"prompt":"unterminated',
+    }
+
+
+# sse: byte 0 flags (bit 0 chat, bit 1 include_usage, bits 2-3: 0 stop, 1 length, 2 error,
+# 3 cancelled), byte 1 the model id's length, byte 2 the chunking seed (odd: long chunks),
+# then the model id, then the text.
+def sse(flags, seed, model, text):
+    m = model.encode() if isinstance(model, str) else model
+    t = text.encode() if isinstance(text, str) else text
+    return bytes([flags, len(m), seed]) + m + t
+
+
+def sse_seeds():
+    long_text = ("\u00e9t\u00e9 \u4e2d\u6587 \U0001F600 " * 150)
+    return {
+        "chat-plain": sse(0b0001, 2, "qwen2-gpt2", "Hello, world!"),
+        "text-usage": sse(0b0010, 4, "m", "Once upon a time"),
+        "chat-long-multibyte": sse(0b0011, 3, "qwen2", long_text),
+        "text-long-multibyte-length": sse(0b0100, 5, "x", long_text),
+        "ill-formed": sse(0b0001, 6, "m", b"ok \xff\xfe \xc3( \xe2\x82 \xf0\x9f\x98 \xed\xa0\x80 end\xe2"),
+        "escapes": sse(0b0000, 8, "m", "quote \" backslash \\ nl \n cr \r tab \t nul \0 bell \x07 del \x7f"),
+        "error": sse(0b1000, 1, "m", "partial answer \xe2\x82"),
+        "cancelled": sse(0b1101, 7, "m", "cut off here"),
+        "model-long": sse(0b0001, 9, "\u00e9" * 100 + "\"\\", "text"),
+        "model-broken": sse(0b0000, 10, b"m\xff\xc3\x00hidden", "text"),
+        "empty": sse(0b0011, 12, "", ""),
+    }
+
+
 def main():
-    for target, seeds in (("gguf", gguf_seeds()), ("tok", tok_seeds()), ("chat", chat_seeds()),
-                          ("utf8", utf8_seeds())):
+    for target, seeds in (("gguf", {**gguf_seeds(), **hostile_seeds()}), ("tok", tok_seeds()), ("chat", chat_seeds()),
+                          ("utf8", utf8_seeds()), ("req", req_seeds()), ("sse", sse_seeds())):
         out = os.path.join(CORPUS, target)
         os.makedirs(out, exist_ok=True)
         for name, data in seeds.items():

@@ -42,9 +42,12 @@ fi
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wno-unknown-warning-option"
 # The engine gets coverage instrumentation (fuzzer-no-link) so libFuzzer sees its branches;
 # only the harness links libFuzzer's main.
-make --no-print-directory -s BUILD="$BUILD" CC="$CC" OPT=-O1 SAN="$SAN -fsanitize=fuzzer-no-link" "$BUILD/libengine.a"
-CFLAGS=(-std=c11 -O1 -g -I. -D_GNU_SOURCE -Wall -Wextra -Wshadow $SAN -fsanitize=fuzzer)
-LIBS=($(pkg-config --libs libpcre2-8) -lpthread -lm)
+# The API's parsers (the req and sse targets) live in libapi.a; linking pulls only the
+# objects a harness uses (no HTTP server), with cJSON.
+make --no-print-directory -s BUILD="$BUILD" CC="$CC" OPT=-O1 SAN="$SAN -fsanitize=fuzzer-no-link" \
+    "$BUILD/libapi.a" "$BUILD/libengine.a"
+CFLAGS=(-std=c11 -O1 -g -I. -D_GNU_SOURCE -Wall -Wextra -Wshadow $SAN -fsanitize=fuzzer $(pkg-config --cflags libcjson))
+LIBS=($(pkg-config --libs libcjson libpcre2-8) -lpthread -lm)
 
 # a leak fails the run like a crash; UBSan's findings stop it at the first one
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
@@ -58,7 +61,7 @@ for t in "${targets[@]}"; do
     out=$BUILD/fuzz/$t
     mkdir -p "$out/corpus"
     bin=$BUILD/fuzz/fuzz_$t
-    "$CC" "${CFLAGS[@]}" "$src" tests/fuzz/targets.c "$BUILD/libengine.a" "${LIBS[@]}" -o "$bin"
+    "$CC" "${CFLAGS[@]}" "$src" tests/fuzz/targets.c "$BUILD/libapi.a" "$BUILD/libengine.a" "${LIBS[@]}" -o "$bin"
 
     args=(-max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -timeout=30 -rss_limit_mb=4096
           -artifact_prefix="$out/")

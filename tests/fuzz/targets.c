@@ -1,4 +1,5 @@
-/* targets — see targets.h. Four targets over the engine's parsers of untrusted input:
+/* targets — see targets.h. Six targets over the parsers of untrusted input, four in the
+ * engine and two in the HTTP API:
  *
  * gguf  arbitrary bytes into gguf_open_mem; an accepted file is walked whole (every key,
  *       string array and tensor must lie inside the buffer), then its tokenizer (tok_load,
@@ -17,6 +18,18 @@
  * utf8  the helpers of utf8.h against an independent decoder written from the Unicode
  *       standard's table of well-formed byte sequences (Table 3-7), which also gives the
  *       expected output of utf8_sanitize and of the streaming decoder.
+ * req   the first byte picks the route (chat, completions, tokenize, detokenize), the rest
+ *       is the body for api_req_parse: a refusal names the problem; an accepted request
+ *       holds only what its documented ranges allow (strings that end, ids >= 0, sampling
+ *       parameters sampler_params_check accepts, at most API_MAX_STOP stop strings).
+ * sse   the text path of a streamed answer: the input (flags, a model id, a chunking seed,
+ *       then text) goes through api_job_emit_* into a job's ring exactly as the worker
+ *       writes it; what a client would read must be well-formed UTF-8, "data: " frames no
+ *       longer than API_SSE_FRAME_MAX, each a JSON object with the response's id and
+ *       model, whose texts add up to each chunk with every byte that cannot start a
+ *       character replaced by U+FFFD, one finish_reason (or one error), usage when asked,
+ *       then [DONE]; the cache's capture is the input itself. api_json_escape into a
+ *       small buffer must give the same length and a NUL-terminated prefix.
  *
  * Not here: the libFuzzer entry points (FUZZ_HARNESS in targets.h). */
 #include "targets.h"
@@ -30,6 +43,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
+#include "api/job.h"
+#include "api/req.h"
+#include "api/sse.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
@@ -794,5 +812,285 @@ static void run_utf8(const uint8_t *data, size_t size)
 
 const fuzz_target fuzz_target_utf8 = {"utf8", NULL, run_utf8};
 
+/* ---- req ------------------------------------------------------------------------------- */
+
+/* s is a C string (every byte up to its NUL is really there). */
+static void touch_cstr(const char *s, const char *what)
+{
+    EXPECT(s, "%s is NULL", what);
+    touch(s, strlen(s) + 1);
+}
+
+static void check_generation(const api_req *r)
+{
+    err_info ei = {0};
+    EXPECT(r->max_tokens >= 0 && r->max_tokens <= 1 << 30, "max_tokens %d accepted", (int)r->max_tokens);
+    EXPECT(sampler_params_check(&r->sampling, &ei) == 0, "sampling parameters the sampler refuses: %s", ei.msg);
+    EXPECT(r->n_stop >= 0 && r->n_stop <= API_MAX_STOP, "%d stop strings", r->n_stop);
+    for (int i = 0; i < r->n_stop; i++)
+        touch_cstr(r->stop[i], "a stop string");
+    EXPECT(r->timeout_s == 0 || (r->timeout_s >= 0.0009 && r->timeout_s <= 86400), "timeout %g accepted",
+           r->timeout_s);
+    EXPECT(r->target == API_TARGET_AUTO || r->target == API_TARGET_LOCAL || r->target == API_TARGET_CLOUD,
+           "route %d", (int)r->target);
+}
+
+static void run_req(const uint8_t *data, size_t size)
+{
+    if (size == 0)
+        return;
+    api_kind kind = (api_kind)(data[0] % 4);
+    api_req *r = NULL;
+    err_info ei = {0};
+    /* the body is exactly the rest of the input, not NUL-terminated: the parser must keep
+     * to its length */
+    int rc = api_req_parse(&r, kind, (const char *)data + 1, size - 1, &ei);
+    if (rc) {
+        EXPECT(rc < 0 && ei.code == rc && ei.msg[0] && !r, "api_req_parse failed (%d) without naming the problem", rc);
+        return;
+    }
+    EXPECT(r && r->kind == kind, "api_req_parse gave a request of kind %d for %d", r ? (int)r->kind : -1, (int)kind);
+    touch_cstr(r->model, "model");
+    switch (kind) {
+    case API_KIND_CHAT:
+        EXPECT(r->n_msgs >= 1 && r->msgs, "a chat of %zu messages accepted", r->n_msgs);
+        for (size_t i = 0; i < r->n_msgs; i++) {
+            touch_cstr(r->msgs[i].role, "a role");
+            touch_cstr(r->msgs[i].content, "a message's content");
+        }
+        check_generation(r);
+        break;
+    case API_KIND_COMPLETION:
+        touch_cstr(r->prompt, "prompt");
+        EXPECT(r->prompt_len == strlen(r->prompt), "prompt_len %zu for a prompt of %zu bytes", r->prompt_len,
+               strlen(r->prompt));
+        check_generation(r);
+        break;
+    case API_KIND_TOKENIZE:
+        touch_cstr(r->prompt, "content");
+        break;
+    case API_KIND_DETOKENIZE:
+        EXPECT(r->tokens, "no token array");
+        for (size_t i = 0; i < r->n_tokens; i++)
+            EXPECT(r->tokens[i] >= 0, "token %zu is %d", i, (int)r->tokens[i]);
+        break;
+    }
+    api_req_free(r);
+}
+
+const fuzz_target fuzz_target_req = {"req", NULL, run_req};
+
+/* ---- sse ------------------------------------------------------------------------------- */
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Decodes the JSON string whose body starts at s (after the opening quote) into out, up to
+ * the closing quote; returns the bytes of s it used, quote included. Written here rather
+ * than taken from cJSON, which cuts a string at an escaped NUL. */
+static size_t json_unescape(const char *s, size_t n, bytes *out)
+{
+    size_t i = 0;
+    while (i < n && s[i] != '"') {
+        if (s[i] != '\\') {
+            bytes_put(out, s + i++, 1);
+            continue;
+        }
+        EXPECT(i + 1 < n, "a frame ends inside an escape");
+        char c = s[i + 1], one = c;
+        i += 2;
+        if (c == 'u') {
+            EXPECT(i + 4 <= n, "a frame ends inside \\u");
+            uint32_t cp = 0;
+            for (int k = 0; k < 4; k++) {
+                int h = hex_value(s[i + (size_t)k]);
+                EXPECT(h >= 0, "bad \\u escape");
+                cp = cp << 4 | (uint32_t)h;
+            }
+            i += 4;
+            EXPECT(cp < 0x20 || cp == 0xFFFD, "\\u%04x: only control characters and U+FFFD are escaped", cp);
+            char u[4];
+            bytes_put(out, u, (size_t)utf8_encode(cp, u));
+            continue;
+        }
+        switch (c) {
+        case 'n': one = '\n'; break;
+        case 'r': one = '\r'; break;
+        case 't': one = '\t'; break;
+        case '"': case '\\': case '/': break;
+        default: EXPECT(0, "unknown escape \\%c", c);
+        }
+        bytes_put(out, &one, 1);
+    }
+    EXPECT(i < n, "unterminated string");
+    return i + 1;
+}
+
+/* The decoded text of the string member that follows key (e.g. "\"content\":\"") in a
+ * frame, appended to out; false when the frame has no such member. A key inside an escaped
+ * string cannot match: there its quotes are preceded by backslashes. */
+static bool member_text(const char *frame, size_t n, const char *key, bytes *out)
+{
+    const char *at = memmem(frame, n, key, strlen(key));
+    if (!at)
+        return false;
+    size_t start = (size_t)(at - frame) + strlen(key);
+    json_unescape(frame + start, n - start, out);
+    return true;
+}
+
+/* A tiny deterministic generator for the chunk sizes. */
+static uint32_t next_rand(uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+enum { SSE_END_STOP, SSE_END_LENGTH, SSE_END_ERROR, SSE_END_CANCELLED };
+
+/* The frames a job's client would read, checked one by one (see the top of the file). */
+static void check_frames(const bytes *out, bool chat, int end, bool usage, const char *model_id, size_t model_len,
+                         const bytes *want_text)
+{
+    EXPECT(ref_valid(out->p, out->n), "the stream is not valid UTF-8");
+    const char *id = chat ? "chatcmpl-00000000000012ab" : "cmpl-00000000000012ab";
+    bytes text = {0}, want_model = {0};
+    ref_sanitize(model_id, model_len, &want_model);
+    int finishes = 0, errors = 0, usages = 0, frames = 0;
+    bool done = false;
+    for (size_t at = 0; at < out->n;) {
+        const char *ev = out->p + at, *sep = memmem(ev, out->n - at, "\n\n", 2);
+        EXPECT(sep, "the stream ends inside a frame");
+        size_t len = (size_t)(sep - ev);
+        EXPECT(len + 2 <= API_SSE_FRAME_MAX, "a frame of %zu bytes", len + 2);
+        EXPECT(!done, "a frame after [DONE]");
+        EXPECT(len > 6 && !memcmp(ev, "data: ", 6), "a frame that is not \"data: \"");
+        at += len + 2;
+        if (len == 12 && !memcmp(ev + 6, "[DONE]", 6)) {
+            done = true;
+            continue;
+        }
+        cJSON *j = cJSON_ParseWithLength(ev + 6, len - 6);
+        EXPECT(cJSON_IsObject(j), "frame %d is not a JSON object", frames);
+        frames++;
+        if (cJSON_GetObjectItemCaseSensitive(j, "error")) {
+            errors++;
+            cJSON_Delete(j);
+            continue;
+        }
+        const char *got_id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "id"));
+        EXPECT(got_id && !strcmp(got_id, id), "wrong id");
+        const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "model"));
+        EXPECT(m && bytes_eq(&want_model, m, strlen(m)), "the model id comes out as '%s'", m ? m : "(none)");
+        const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
+        EXPECT(cJSON_IsArray(choices), "no choices");
+        if (cJSON_GetObjectItemCaseSensitive(j, "usage")) {
+            usages++;
+            EXPECT(cJSON_GetArraySize(choices) == 0, "a usage frame with choices");
+        }
+        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(choices, 0), "finish_reason");
+        if (cJSON_IsString(fr))
+            finishes++;
+        size_t before = text.n;
+        bool has = member_text(ev, len, chat ? "\"content\":\"" : "\"text\":\"", &text);
+        EXPECT(text.n - before <= 3 * API_SSE_TEXT_MAX, "a frame carries %zu bytes of text", text.n - before);
+        EXPECT(has || cJSON_GetArraySize(choices) == 0 || chat, "a text frame without text");
+        cJSON_Delete(j);
+    }
+    EXPECT(bytes_eq(&text, want_text->p, want_text->n), "the frames carry %zu bytes of text, expected %zu", text.n,
+           want_text->n);
+    EXPECT(done == (end != SSE_END_CANCELLED), "[DONE] %s", done ? "after a cancelled answer" : "missing");
+    EXPECT(finishes == (end <= SSE_END_LENGTH), "%d finish_reason frames", finishes);
+    EXPECT(errors == (end == SSE_END_ERROR), "%d error frames", errors);
+    EXPECT(usages == (usage && end <= SSE_END_LENGTH), "%d usage frames", usages);
+    free(text.p);
+    free(want_model.p);
+}
+
+/* Input: byte 0 flags (bit 0 chat, bit 1 include_usage, bits 2-3 how the answer ends),
+ * byte 1 the model id's length, byte 2 the chunking seed (odd: chunks up to 3000 bytes,
+ * across API_SSE_TEXT_MAX; even: up to 8), then the model id, then the text. */
+static void run_sse(const uint8_t *data, size_t size)
+{
+    if (size < 3)
+        return;
+    bool chat = data[0] & 1, usage = data[0] & 2;
+    int end = (data[0] >> 2) & 3;
+    size_t model_len = data[1] < size - 3 ? data[1] : size - 3;
+    uint32_t seed = 0x9E3779B9u ^ data[2];
+    const char *text = (const char *)data + 3 + model_len;
+    size_t n = size - 3 - model_len;
+    char model_id[256];
+    memcpy(model_id, data + 3, model_len);
+    model_id[model_len] = 0;
+    model_len = strlen(model_id);                  /* the id is a C string: up to a NUL */
+    if (model_len > API_SSE_MODEL_MAX)             /* cut on a character boundary */
+        model_len = utf8_complete_prefix(model_id, API_SSE_MODEL_MAX);
+
+    api_req *r;
+    err_info ei = {0};
+    static const char body[] = "{\"prompt\":\"\",\"stream\":true}";
+    EXPECT(api_req_parse(&r, API_KIND_COMPLETION, body, sizeof body - 1, &ei) == 0, "%s", ei.msg);
+    r->include_usage = usage;
+    api_job *j;
+    EXPECT(api_job_new(&j, r, 64, &ei) == 0, "api_job_new: %s", ei.msg);
+    api_job_set_elastic(j, SIZE_MAX / 2); /* nobody reads until the end: the ring grows */
+    api_sse_init(api_job_sse(j), chat, model_id, 0x12ab, 1700000000);
+    api_job_capture(j);
+    char *frame = malloc(API_SSE_FRAME_MAX); /* exactly the documented size, for ASan */
+    EXPECT(frame, "out of memory");
+    EXPECT(api_job_emit_start(j, frame) == 0, "api_job_emit_start failed");
+    bytes want = {0};
+    for (size_t at = 0; at < n;) {
+        size_t k = 1 + next_rand(&seed) % ((seed & 1) ? 3000 : 8);
+        if (k > n - at)
+            k = n - at;
+        EXPECT(api_job_emit_text(j, text + at, k, frame) == 0, "api_job_emit_text failed");
+        ref_sanitize(text + at, k, &want);
+        at += k;
+    }
+    api_result res = {.n_prompt = 3, .n_generated = 5};
+    if (end == SSE_END_STOP || end == SSE_END_LENGTH)
+        res.finish_reason = end == SSE_END_STOP ? "stop" : "length";
+    if (end == SSE_END_ERROR) {
+        res.code = -ERR_IO;
+        snprintf(res.message, sizeof res.message, "%.*s", (int)(n < 200 ? n : 200), text); /* any bytes */
+    }
+    EXPECT(api_job_emit_end(j, &res, frame) == 0, "api_job_emit_end failed");
+    api_job_finish(j, &res);
+    bytes out = {0};
+    size_t k;
+    do {
+        bytes_reserve(&out, 65536);
+        k = api_job_read(j, out.p + out.n, 65536);
+        out.n += k;
+    } while (k);
+    EXPECT(api_job_done(j, NULL), "the job is not done after everything was read");
+    const char *captured;
+    size_t captured_len;
+    EXPECT(api_job_captured(j, &captured, &captured_len) && captured_len == n &&
+               (n == 0 || !memcmp(captured, text, n)),
+           "the captured text differs from what was emitted");
+    check_frames(&out, chat, end, usage, model_id, model_len, &want);
+
+    /* the escaper into a small buffer: the full length, a NUL-terminated prefix */
+    size_t full = api_json_escape(NULL, 0, text, n), cap = 1 + data[2] % 64;
+    char small[65];
+    EXPECT(api_json_escape(small, cap, text, n) == full, "api_json_escape's length depends on the room");
+    EXPECT(strlen(small) == (full < cap ? full : cap - 1), "api_json_escape did not end its output at the room");
+    EXPECT(full <= 6 * n, "api_json_escape gave %zu bytes for %zu", full, n);
+
+    free(out.p);
+    free(want.p);
+    free(frame);
+    api_job_unref(j);
+}
+
+const fuzz_target fuzz_target_sse = {"sse", NULL, run_sse};
+
 const fuzz_target *const fuzz_targets[] = {&fuzz_target_gguf, &fuzz_target_tok, &fuzz_target_chat, &fuzz_target_utf8,
-                                           NULL};
+                                           &fuzz_target_req,  &fuzz_target_sse, NULL};

@@ -3,11 +3,11 @@
  * and every saved crash input (tests/test_fuzz_regress.c), so an input that failed under
  * the fuzzer fails the unit tests through the very same code.
  *
- * Each target feeds one engine parser arbitrary bytes and, besides memory safety (the
- * sanitizers' job), checks properties that must hold for every input: ids in range, text
- * that survives an encode/decode round trip, lengths that match. A violated property calls
- * the fail handler, which by default prints the message and aborts, so libFuzzer saves the
- * input as a crash.
+ * Each target feeds one parser (the engine's or the HTTP API's) arbitrary bytes and,
+ * besides memory safety (the sanitizers' job), checks properties that must hold for every
+ * input: ids in range, text that survives an encode/decode round trip, lengths that match.
+ * A violated property calls the fail handler, which by default prints the message and
+ * aborts, so libFuzzer saves the input as a crash.
  *
  * Not here: building or running the fuzzers (run.sh), listing the files to replay (the
  * Check test). Test code: may allocate, print to stderr and abort. */
@@ -29,7 +29,8 @@ typedef struct fuzz_target {
     void (*run)(const uint8_t *data, size_t size);
 } fuzz_target;
 
-extern const fuzz_target fuzz_target_gguf, fuzz_target_tok, fuzz_target_chat, fuzz_target_utf8;
+extern const fuzz_target fuzz_target_gguf, fuzz_target_tok, fuzz_target_chat, fuzz_target_utf8, fuzz_target_req,
+    fuzz_target_sse;
 
 /* Every target above, NULL-terminated (what the replay test walks). */
 extern const fuzz_target *const fuzz_targets[];
