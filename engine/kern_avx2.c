@@ -333,17 +333,6 @@ KX_INLINE __m256 low_f16(__m256i v)
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(w, 0x08))); /* qwords 0, 2 */
 }
 
-/* Low and high nibbles of 4 dwords of packed levels: 0x0F-masked in lo[k], then hi[k]. */
-KX_INLINE void split_nibbles(const __m256i q[4], __m256i lo[4], __m256i hi[4])
-{
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        lo[k] = _mm256_and_si256(q[k], low4);
-        hi[k] = _mm256_and_si256(_mm256_srli_epi32(q[k], 4), low4);
-    }
-}
-
 /* out[r] for r < nrows: v, or v plus what is there. */
 KX_INLINE void store_rows(float *out, __m256 v, int nrows, bool accumulate)
 {
@@ -425,60 +414,13 @@ typedef struct traitsf {
     int elems;
 } traitsf;
 
+typedef __m256i vint;
+typedef __m256 vfloat;
+/* maddubs takes unsigned levels; madd takes sub-block scales and corr as int16 pairs
+ * (kern_tile_isa.h) */
+enum { SIGNED_LEVELS = 0, SCALE_PAIRS = 1, CORR_PAIRS = 1 };
+
 #include "kern_tile_isa.h"
-
-/* Q4_0/Q4_1/Q5_0/Q5_1 keep weights 0-15 in the low nibbles of qs, 16-31 in the high ones. */
-KX_INLINE void nibble_levels(const strip *row, size_t qs_off, panel32 *p)
-{
-    __m256i q[4];
-    load16x4(row, qs_off, q);
-    split_nibbles(q, p->q, p->q + 4);
-}
-
-/* Adds 16 to each level whose bit in the row's 32-bit qh (lane r) is set: dword g wants
- * bits 4g..4g+3, i.e. byte g/2 of qh copied to its four bytes, each testing its own bit. */
-KX_INLINE void add_fifth_bits(__m256i qh, panel32 *p)
-{
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; g++) {
-        const char a = (char)(g >> 1);
-        const __m256i pick = _mm256_broadcastsi128_si256(
-            _mm_setr_epi8(a, a, a, a, (char)(4 + a), (char)(4 + a), (char)(4 + a), (char)(4 + a), (char)(8 + a),
-                          (char)(8 + a), (char)(8 + a), (char)(8 + a), (char)(12 + a), (char)(12 + a), (char)(12 + a),
-                          (char)(12 + a)));
-        const __m256i bit = _mm256_set1_epi32((g & 1) ? (int)0x80402010 : 0x08040201);
-        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, pick), bit), bit);
-        p->q[g] = _mm256_or_si256(p->q[g], _mm256_and_si256(set, _mm256_set1_epi8(16)));
-    }
-}
-
-KX_INLINE void unpack_q4_0(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q4_0, qs), p);
-    p->d = gather_f16(row, off);
-}
-
-KX_INLINE void unpack_q4_1(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q4_1, qs), p);
-    p->d = gather_f16(row, off);
-    p->m = gather_f16(row, off + offsetof(qt_block_q4_1, m));
-}
-
-KX_INLINE void unpack_q5_0(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q5_0, qs), p);
-    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_0, qh)), p);
-    p->d = gather_f16(row, off);
-}
-
-KX_INLINE void unpack_q5_1(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q5_1, qs), p);
-    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_1, qh)), p);
-    p->d = gather_f16(row, off);
-    p->m = gather_f16(row, off + offsetof(qt_block_q5_1, m));
-}
 
 KX_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
 {
@@ -531,107 +473,6 @@ KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}), true)
 KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}), true)
 KT_TILE32(q8_0, q8_0, kx_act_q8_0, ((traits32){false, 127, true}), false)
 
-KX_INLINE __m256i pair16(__m256i v) { return _mm256_or_si256(v, _mm256_slli_epi32(v, 16)); } /* (v, v), v < 2^15 */
-
-/* Q4_K/Q5_K header (as kern_avx512.c's k_affine_header). */
-KX_INLINE void k_affine_header(const strip *row, size_t off, panelk *p)
-{
-    __m256i h[4];
-    load16x4(row, off, h); /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
-    p->d = low_f16(h[0]);
-    p->d2 = _mm256_sub_ps(_mm256_setzero_ps(), low_f16(_mm256_srli_epi32(h[0], 16)));
-    const __m256i six = _mm256_set1_epi8(63), four = _mm256_set1_epi8(15), top = _mm256_set1_epi8(0x30);
-    const __m256i sc[2] = {_mm256_and_si256(h[1], six),
-                           _mm256_or_si256(_mm256_and_si256(h[3], four),
-                                           _mm256_and_si256(_mm256_srli_epi32(h[1], 2), top))};
-    const __m256i mn[2] = {_mm256_and_si256(h[2], six),
-                           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(h[3], 4), four),
-                                           _mm256_and_si256(_mm256_srli_epi32(h[2], 2), top))};
-    const __m256i byte = _mm256_set1_epi32(0xFF);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) {
-        p->sc[j] = pair16(_mm256_and_si256(_mm256_srli_epi32(sc[j >> 2], 8 * (j & 3)), byte));
-        p->corr[j] = pair16(_mm256_and_si256(_mm256_srli_epi32(mn[j >> 2], 8 * (j & 3)), byte));
-    }
-}
-
-/* Q4_K/Q5_K levels: each 32 bytes of qs hold sub-block 2c in low nibbles, 2c+1 in high. */
-KX_INLINE void k_nibble_levels(const strip *row, size_t qs_off, panelk *p)
-{
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m256i q[4];
-            load16x4(row, qs_off + 32 * c + 16 * h, q);
-            split_nibbles(q, p->q + 16 * c + 4 * h, p->q + 16 * c + 8 + 4 * h);
-        }
-}
-
-KX_INLINE void unpack_q4_k(const strip *row, size_t off, panelk *p)
-{
-    k_affine_header(row, off, p);
-    k_nibble_levels(row, off + offsetof(qt_block_q4_k, qs), p);
-}
-
-/* Q5_K: the fifth bit of weight l of sub-block j is bit j of qh[l]. */
-KX_INLINE void unpack_q5_k(const strip *row, size_t off, panelk *p)
-{
-    k_affine_header(row, off, p);
-    k_nibble_levels(row, off + offsetof(qt_block_q5_k, qs), p);
-    __m256i qh[8];
-    load16x4(row, off + offsetof(qt_block_q5_k, qh), qh);
-    load16x4(row, off + offsetof(qt_block_q5_k, qh) + 16, qh + 4);
-    const __m256i bit4 = _mm256_set1_epi8(0x10);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++)
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; g++) {
-            const __m256i b = j <= 4 ? _mm256_slli_epi32(qh[g], 4 - j) : _mm256_srli_epi32(qh[g], j - 4);
-            p->q[8 * j + g] = _mm256_or_si256(p->q[8 * j + g], _mm256_and_si256(b, bit4));
-        }
-}
-
-/* Q6_K (layout above dot_q6_k): levels u stand for u - 32, whose share is -32·sc_k·bsums[k]. */
-KX_INLINE void unpack_q6_k(const strip *row, size_t off, panelk *p)
-{
-    __m256i ql[32], qh[16], sc[4];
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; m++)
-        load16x4(row, off + offsetof(qt_block_q6_k, ql) + 16 * m, ql + 4 * m);
-#pragma GCC unroll 4
-    for (int m = 0; m < 4; m++)
-        load16x4(row, off + offsetof(qt_block_q6_k, qh) + 16 * m, qh + 4 * m);
-    load16x4(row, off + offsetof(qt_block_q6_k, scales), sc);
-    const __m256i low4 = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(0x30);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++)
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++)
-#pragma GCC unroll 8
-            for (int g = 0; g < 8; g++) {
-                const __m256i lo =
-                    _mm256_and_si256(_mm256_srli_epi32(ql[16 * h + 8 * (q & 1) + g], 4 * (q >> 1)), low4);
-                const __m256i hb = qh[8 * h + g];
-                const __m256i hi = q < 2 ? _mm256_slli_epi32(hb, 4 - 2 * q) : _mm256_srli_epi32(hb, 2 * q - 4);
-                p->q[32 * h + 8 * q + g] = _mm256_or_si256(lo, _mm256_and_si256(hi, two));
-            }
-    __m256i s32[16];
-#pragma GCC unroll 16
-    for (int k = 0; k < 16; k++) { /* int8 scale k: byte k%4 of dword k/4, sign-extended */
-        s32[k] = _mm256_srai_epi32(_mm256_slli_epi32(sc[k >> 2], 24 - 8 * (k & 3)), 24);
-        p->sc[k] = _mm256_blend_epi16(s32[k], _mm256_slli_epi32(s32[k], 16), 0xAA);
-    }
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; k++) {
-        const __m256i a = _mm256_mullo_epi32(s32[2 * k], _mm256_set1_epi32(-32));
-        const __m256i b = _mm256_mullo_epi32(s32[2 * k + 1], _mm256_set1_epi32(-32));
-        p->corr[k] = _mm256_blend_epi16(a, _mm256_slli_epi32(b, 16), 0xAA);
-    }
-    p->d = gather_f16(row, off + offsetof(qt_block_q6_k, d));
-    p->d2 = p->d;
-}
-
 /* Per K block, Σ_s (pair sums of sub-block s in int16, madd by its scale) times d·d_y,
  * plus Σ corr·bsums times d2·d_y. */
 KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
@@ -668,37 +509,6 @@ KT_TILEK(q5_k, ((traitsk){8, 31}))
 KT_TILEK(q6_k, ((traitsk){16, 63}))
 
 /* -- float weights ------------------------------------------------------------ */
-
-KX_INLINE void unpack_f32(const strip *row, size_t off, panelf *p)
-{
-    __m256i q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++)
-        p->w[k] = _mm256_castsi256_ps(q[k]);
-}
-
-KX_INLINE void unpack_f16(const strip *row, size_t off, panelf *p)
-{
-    __m256i q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        p->w[2 * k] = low_f16(q[k]);
-        p->w[2 * k + 1] = low_f16(_mm256_srli_epi32(q[k], 16));
-    }
-}
-
-KX_INLINE void unpack_bf16(const strip *row, size_t off, panelf *p)
-{
-    __m256i q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) { /* bf16 is the top half of an f32 */
-        p->w[2 * k] = _mm256_castsi256_ps(_mm256_slli_epi32(q[k], 16));
-        p->w[2 * k + 1] = _mm256_castsi256_ps(_mm256_and_si256(q[k], _mm256_set1_epi32((int)0xFFFF0000)));
-    }
-}
 
 /* Per weight, its vector of rows times the column's activation, broadcast. */
 KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,

@@ -350,17 +350,6 @@ KX_INLINE __m512i gather_u32(const strip *s, size_t off)
     return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
 }
 
-/* Low and high nibbles of 4 dwords of packed levels: 0x0F-masked in lo[k], then hi[k]. */
-KX_INLINE void split_nibbles(const __m512i q[4], __m512i lo[4], __m512i hi[4])
-{
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        lo[k] = _mm512_and_si512(q[k], low4);
-        hi[k] = _mm512_and_si512(_mm512_srli_epi32(q[k], 4), low4);
-    }
-}
-
 /* out[r] for r < nrows (a masked store): v, or v plus what is there. */
 KX_INLINE void store_rows(float *out, __m512 v, int nrows, bool accumulate)
 {
@@ -414,61 +403,13 @@ typedef struct traitsf {
     int elems;
 } traitsf;
 
+typedef __m512i vint;
+typedef __m512 vfloat;
+/* vpdpbusd takes unsigned levels; sub-block scales are int32 lanes for vpmulld, corr is
+ * int16 pairs for vpdpwssd (kern_tile_isa.h) */
+enum { SIGNED_LEVELS = 0, SCALE_PAIRS = 0, CORR_PAIRS = 1 };
+
 #include "kern_tile_isa.h"
-
-/* Q4_0/Q4_1/Q5_0/Q5_1 keep weights 0-15 in the low nibbles of qs, 16-31 in the high ones. */
-KX_INLINE void nibble_levels(const strip *row, size_t qs_off, panel32 *p)
-{
-    __m512i q[4];
-    load16x4(row, qs_off, q);
-    split_nibbles(q, p->q, p->q + 4);
-}
-
-/* Adds 16 to each level whose bit in the row's 32-bit qh (lane r) is set: dword g wants
- * bits 4g..4g+3, i.e. byte g/2 of qh copied to its four bytes, each testing its own bit. */
-KX_INLINE void add_fifth_bits(__m512i qh, panel32 *p)
-{
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; g++) {
-        const char a = (char)(g >> 1);
-        const __m512i pick = _mm512_broadcast_i32x4(_mm_setr_epi8(a, a, a, a, (char)(4 + a), (char)(4 + a),
-                                                                  (char)(4 + a), (char)(4 + a), (char)(8 + a),
-                                                                  (char)(8 + a), (char)(8 + a), (char)(8 + a),
-                                                                  (char)(12 + a), (char)(12 + a), (char)(12 + a),
-                                                                  (char)(12 + a)));
-        const __m512i bit = _mm512_set1_epi32((g & 1) ? (int)0x80402010 : 0x08040201);
-        const __mmask64 set = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, pick), bit);
-        p->q[g] = _mm512_mask_add_epi8(p->q[g], set, p->q[g], _mm512_set1_epi8(16));
-    }
-}
-
-KX_INLINE void unpack_q4_0(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q4_0, qs), p);
-    p->d = gather_f16(row, off);
-}
-
-KX_INLINE void unpack_q4_1(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q4_1, qs), p);
-    p->d = gather_f16(row, off);
-    p->m = gather_f16(row, off + offsetof(qt_block_q4_1, m));
-}
-
-KX_INLINE void unpack_q5_0(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q5_0, qs), p);
-    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_0, qh)), p);
-    p->d = gather_f16(row, off);
-}
-
-KX_INLINE void unpack_q5_1(const strip *row, size_t off, panel32 *p)
-{
-    nibble_levels(row, off + offsetof(qt_block_q5_1, qs), p);
-    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_1, qh)), p);
-    p->d = gather_f16(row, off);
-    p->m = gather_f16(row, off + offsetof(qt_block_q5_1, m));
-}
 
 KX_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
 {
@@ -522,106 +463,6 @@ KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true}), true)
 KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false}), true)
 KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true}), true)
 KT_TILE32(q8_0, q8_0, kx_act_offset128, ((traits32){false}), false)
-
-/* Q4_K/Q5_K header: d, dmin and the 6-bit scales and mins (packing as in kx_k_scales),
- * as d, d2 = -dmin, sc[j] and corr[j] = (m_j, m_j) for bsums[2j] + bsums[2j+1]. */
-KX_INLINE void k_affine_header(const strip *row, size_t off, panelk *p)
-{
-    __m512i h[4];
-    load16x4(row, off, h); /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
-    p->d = low_f16(h[0]);
-    p->d2 = _mm512_sub_ps(_mm512_setzero_ps(), low_f16(_mm512_srli_epi32(h[0], 16)));
-    const __m512i six = _mm512_set1_epi8(63), four = _mm512_set1_epi8(15), top = _mm512_set1_epi8(0x30);
-    const __m512i sc[2] = {_mm512_and_si512(h[1], six),
-                           _mm512_or_si512(_mm512_and_si512(h[3], four),
-                                           _mm512_and_si512(_mm512_srli_epi32(h[1], 2), top))};
-    const __m512i mn[2] = {_mm512_and_si512(h[2], six),
-                           _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h[3], 4), four),
-                                           _mm512_and_si512(_mm512_srli_epi32(h[2], 2), top))};
-    const __m512i byte = _mm512_set1_epi32(0xFF);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) {
-        p->sc[j] = _mm512_and_si512(_mm512_srli_epi32(sc[j >> 2], 8 * (j & 3)), byte);
-        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(mn[j >> 2], 8 * (j & 3)), byte);
-        p->corr[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-    }
-}
-
-/* Q4_K/Q5_K levels: each 32 bytes of qs hold sub-block 2c in low nibbles, 2c+1 in high. */
-KX_INLINE void k_nibble_levels(const strip *row, size_t qs_off, panelk *p)
-{
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m512i q[4];
-            load16x4(row, qs_off + 32 * c + 16 * h, q);
-            split_nibbles(q, p->q + 16 * c + 4 * h, p->q + 16 * c + 8 + 4 * h);
-        }
-}
-
-KX_INLINE void unpack_q4_k(const strip *row, size_t off, panelk *p)
-{
-    k_affine_header(row, off, p);
-    k_nibble_levels(row, off + offsetof(qt_block_q4_k, qs), p);
-}
-
-/* Q5_K: the fifth bit of weight l of sub-block j is bit j of qh[l]. */
-KX_INLINE void unpack_q5_k(const strip *row, size_t off, panelk *p)
-{
-    k_affine_header(row, off, p);
-    k_nibble_levels(row, off + offsetof(qt_block_q5_k, qs), p);
-    __m512i qh[8];
-    load16x4(row, off + offsetof(qt_block_q5_k, qh), qh);
-    load16x4(row, off + offsetof(qt_block_q5_k, qh) + 16, qh + 4);
-    const __m512i bit4 = _mm512_set1_epi8(0x10);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++)
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; g++) {
-            const __m512i b = j <= 4 ? _mm512_slli_epi32(qh[g], 4 - j) : _mm512_srli_epi32(qh[g], j - 4);
-            p->q[8 * j + g] = _mm512_or_si512(p->q[8 * j + g], _mm512_and_si512(b, bit4));
-        }
-}
-
-/* Q6_K (layout in kern_avx2.c): 32-weight chunk 4h+q, dword g takes nibble q>>1 of ql dword
- * 16h + 8(q&1) + g and bits 2q..2q+1 of qh dword 8h + g; sub-blocks of 16 with int8 scales;
- * levels u stand for u - 32, whose share is -32·sc_k·bsums[k]. */
-KX_INLINE void unpack_q6_k(const strip *row, size_t off, panelk *p)
-{
-    __m512i ql[32], qh[16], sc[4];
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; m++)
-        load16x4(row, off + offsetof(qt_block_q6_k, ql) + 16 * m, ql + 4 * m);
-#pragma GCC unroll 4
-    for (int m = 0; m < 4; m++)
-        load16x4(row, off + offsetof(qt_block_q6_k, qh) + 16 * m, qh + 4 * m);
-    load16x4(row, off + offsetof(qt_block_q6_k, scales), sc);
-    const __m512i low4 = _mm512_set1_epi8(0x0F), two = _mm512_set1_epi8(0x30);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++)
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++)
-#pragma GCC unroll 8
-            for (int g = 0; g < 8; g++) {
-                const __m512i lo =
-                    _mm512_and_si512(_mm512_srli_epi32(ql[16 * h + 8 * (q & 1) + g], 4 * (q >> 1)), low4);
-                const __m512i hb = qh[8 * h + g];
-                const __m512i hi = q < 2 ? _mm512_slli_epi32(hb, 4 - 2 * q) : _mm512_srli_epi32(hb, 2 * q - 4);
-                p->q[32 * h + 8 * q + g] = _mm512_or_si512(lo, _mm512_and_si512(hi, two));
-            }
-#pragma GCC unroll 16
-    for (int k = 0; k < 16; k++) /* int8 scale k: byte k%4 of dword k/4, sign-extended */
-        p->sc[k] = _mm512_srai_epi32(_mm512_slli_epi32(sc[k >> 2], 24 - 8 * (k & 3)), 24);
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; k++) {
-        const __m512i a = _mm512_mullo_epi32(p->sc[2 * k], _mm512_set1_epi32(-32));
-        const __m512i b = _mm512_mullo_epi32(p->sc[2 * k + 1], _mm512_set1_epi32(-32));
-        p->corr[k] = _mm512_mask_blend_epi16(0xAAAAAAAAu, a, _mm512_slli_epi32(b, 16));
-    }
-    p->d = gather_f16(row, off + offsetof(qt_block_q6_k, d));
-    p->d2 = p->d;
-}
 
 /* Per K block, Σ_s sc_s·(Σ levels·y over sub-block s) times d·d_y, plus Σ corr·bsums
  * times d2·d_y. */
@@ -677,37 +518,6 @@ KT_TILEK(q5_k, ((traitsk){8}))
 KT_TILEK(q6_k, ((traitsk){16}))
 
 /* -- float weights ------------------------------------------------------------ */
-
-KX_INLINE void unpack_f32(const strip *row, size_t off, panelf *p)
-{
-    __m512i q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++)
-        p->w[k] = _mm512_castsi512_ps(q[k]);
-}
-
-KX_INLINE void unpack_f16(const strip *row, size_t off, panelf *p)
-{
-    __m512i q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        p->w[2 * k] = low_f16(q[k]);
-        p->w[2 * k + 1] = low_f16(_mm512_srli_epi32(q[k], 16));
-    }
-}
-
-KX_INLINE void unpack_bf16(const strip *row, size_t off, panelf *p)
-{
-    __m512i q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) { /* bf16 is the top half of an f32 */
-        p->w[2 * k] = _mm512_castsi512_ps(_mm512_slli_epi32(q[k], 16));
-        p->w[2 * k + 1] = _mm512_castsi512_ps(_mm512_and_si512(q[k], _mm512_set1_epi32((int)0xFFFF0000)));
-    }
-}
 
 /* Per weight, its vector of rows times the column's activation, broadcast. */
 KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,

@@ -395,8 +395,14 @@ KN_INLINE strip strip_rows(const uint8_t *w, size_t w_stride)
     return (strip){{w, w + w_stride, w + 2 * w_stride, w + 3 * w_stride}};
 }
 
+typedef int8x16_t vint;
+typedef float32x4_t vfloat;
+/* sdot takes signed weights; sub-block scales and Q4_K/Q5_K's mins (corr) are int32 lanes
+ * (kern_tile_isa.h) */
+enum { SIGNED_LEVELS = 1, SCALE_PAIRS = 0, CORR_PAIRS = 0 };
+
 /* The 16 bytes at row r + off, as dword k of row r in lane r of q[k] (a 4x4 transpose). */
-KN_INLINE void load16x4(const strip *s, size_t off, uint8x16_t q[4])
+KN_INLINE void load16x4(const strip *s, size_t off, vint q[4])
 {
     uint32x4_t a[4];
 #pragma GCC unroll 4
@@ -404,10 +410,10 @@ KN_INLINE void load16x4(const strip *s, size_t off, uint8x16_t q[4])
         a[r] = vreinterpretq_u32_u8(vld1q_u8(s->row[r] + off));
     const uint32x4_t t0 = vtrn1q_u32(a[0], a[1]), t1 = vtrn2q_u32(a[0], a[1]);
     const uint32x4_t t2 = vtrn1q_u32(a[2], a[3]), t3 = vtrn2q_u32(a[2], a[3]);
-    q[0] = vreinterpretq_u8_u64(vzip1q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2)));
-    q[1] = vreinterpretq_u8_u64(vzip1q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3)));
-    q[2] = vreinterpretq_u8_u64(vzip2q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2)));
-    q[3] = vreinterpretq_u8_u64(vzip2q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3)));
+    q[0] = vreinterpretq_s8_u64(vzip1q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2)));
+    q[1] = vreinterpretq_s8_u64(vzip1q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3)));
+    q[2] = vreinterpretq_s8_u64(vzip2q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2)));
+    q[3] = vreinterpretq_s8_u64(vzip2q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3)));
 }
 
 /* The f16 at row r + off of each row, as floats in lane r. */
@@ -423,6 +429,9 @@ KN_INLINE float32x4_t gather_f16(const strip *s, size_t off)
     return vcvt_f32_f16(vreinterpret_f16_u64(vcreate_u64(q)));
 }
 
+/* The f16 in the low half of each int32 lane, as floats. */
+KN_INLINE float32x4_t low_f16(vint v) { return vcvt_f32_f16(vreinterpret_f16_u16(vmovn_u32(vreinterpretq_u32_s8(v)))); }
+
 /* The little-endian 32-bit word at row r + off of each row, in lane r. */
 KN_INLINE uint32x4_t gather_u32(const strip *s, size_t off)
 {
@@ -431,18 +440,6 @@ KN_INLINE uint32x4_t gather_u32(const strip *s, size_t off)
     for (int r = 0; r < STRIP; r++)
         memcpy(&v[r], s->row[r] + off, sizeof v[r]);
     return vld1q_u32(v);
-}
-
-/* Low and high nibbles of 4 dwords of packed levels, minus offset, as signed weights. */
-KN_INLINE void split_nibbles(const uint8x16_t q[4], int offset, int8x16_t lo[4], int8x16_t hi[4])
-{
-    const uint8x16_t low4 = vdupq_n_u8(0x0F);
-    const int8x16_t off = vdupq_n_s8((int8_t)offset);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        lo[k] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q[k], low4)), off);
-        hi[k] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q[k], 4)), off);
-    }
 }
 
 /* acc + Σ_k q[k]·(lane k of y), four weights of each row against four activations each. */
@@ -486,12 +483,12 @@ typedef struct panel32 {
 } panel32;
 
 /* -- K types: one panel entry per 256-weight block. q[i]: weights 4i..4i+3; sub-block s
- * (of 32 weights for Q4_K/Q5_K, 16 for Q6_K) scaled by sc[s]; Q4_K/Q5_K's mins m[j] times
- * the y sums of sub-block j; result d·d_y·Σ sc·w·y - dmin·d_y·Σ m·ysum. */
+ * (of 32 weights for Q4_K/Q5_K, 16 for Q6_K) scaled by sc[s]; Q4_K/Q5_K's mins corr[j]
+ * times the y sums of sub-block j; result d·d_y·Σ sc·w·y + d2·d_y·Σ corr·ysum, d2 = -dmin. */
 typedef struct panelk {
     int8x16_t q[64];
-    int32x4_t sc[16], m[8];
-    float32x4_t d, dmin;
+    int32x4_t sc[16], corr[8];
+    float32x4_t d, d2;
 } panelk;
 enum { /* K blocks per chunk: as many as the panel and the stage hold */
     K_CHUNK = KT_PANEL_BYTES / sizeof(panelk) < KT_STAGE_BYTES / (STRIP * sizeof(qt_block_q6_k))
@@ -520,67 +517,10 @@ typedef struct traitsf {
 
 #include "kern_tile_isa.h"
 
-/* Q4_0/Q4_1/Q5_0/Q5_1 keep weights 0-15 in the low nibbles of qs, 16-31 in the high ones. */
-KN_INLINE void nibble_weights(const strip *row, size_t qs_off, int offset, panel32 *p)
-{
-    uint8x16_t q[4];
-    load16x4(row, qs_off, q);
-    split_nibbles(q, offset, p->q, p->q + 4);
-}
-
-/* Adds 16 to each weight whose bit in the row's 32-bit qh (lane r) is set: dword g wants
- * bits 4g..4g+3, i.e. byte g/2 of qh copied to its four bytes, each testing its own bit. */
-KN_INLINE void add_fifth_bits(uint32x4_t qh, panel32 *p)
-{
-    static const uint8_t bits[2][16] = {{1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8},
-                                        {16, 32, 64, 128, 16, 32, 64, 128, 16, 32, 64, 128, 16, 32, 64, 128}};
-    const uint8x16_t bytes = vreinterpretq_u8_u32(qh), sixteen = vdupq_n_u8(16);
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; g++) {
-        const uint8_t a = (uint8_t)(g >> 1);
-        const uint8_t pick[16] = {a,     a,     a,     a,     4 + a,  4 + a,  4 + a,  4 + a,
-                                  8 + a, 8 + a, 8 + a, 8 + a, 12 + a, 12 + a, 12 + a, 12 + a};
-        const uint8x16_t set = vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(pick)), vld1q_u8(bits[g & 1]));
-        p->q[g] = vaddq_s8(p->q[g], vreinterpretq_s8_u8(vandq_u8(set, sixteen)));
-    }
-}
-
-KN_INLINE void unpack_q4_0(const strip *row, size_t off, panel32 *p)
-{
-    nibble_weights(row, off + offsetof(qt_block_q4_0, qs), 8, p);
-    p->d = gather_f16(row, off);
-}
-
-KN_INLINE void unpack_q4_1(const strip *row, size_t off, panel32 *p)
-{
-    nibble_weights(row, off + offsetof(qt_block_q4_1, qs), 0, p);
-    p->d = gather_f16(row, off);
-    p->m = gather_f16(row, off + offsetof(qt_block_q4_1, m));
-}
-
-KN_INLINE void unpack_q5_0(const strip *row, size_t off, panel32 *p)
-{
-    nibble_weights(row, off + offsetof(qt_block_q5_0, qs), 16, p);
-    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_0, qh)), p);
-    p->d = gather_f16(row, off);
-}
-
-KN_INLINE void unpack_q5_1(const strip *row, size_t off, panel32 *p)
-{
-    nibble_weights(row, off + offsetof(qt_block_q5_1, qs), 0, p);
-    add_fifth_bits(gather_u32(row, off + offsetof(qt_block_q5_1, qh)), p);
-    p->d = gather_f16(row, off);
-    p->m = gather_f16(row, off + offsetof(qt_block_q5_1, m));
-}
-
 KN_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
 {
-    uint8x16_t q[8];
-    load16x4(row, off + offsetof(qt_block_q8_0, qs), q);
-    load16x4(row, off + offsetof(qt_block_q8_0, qs) + 16, q + 4);
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; g++)
-        p->q[g] = vreinterpretq_s8_u8(q[g]);
+    load16x4(row, off + offsetof(qt_block_q8_0, qs), p->q);
+    load16x4(row, off + offsetof(qt_block_q8_0, qs) + 16, p->q + 4);
     p->d = gather_f16(row, off);
 }
 
@@ -619,99 +559,8 @@ KT_TILE32(q5_0, q8_0, act_q8_0, ((traits32){false}), true)
 KT_TILE32(q5_1, q8_1, act_q8_1, ((traits32){true}), true)
 KT_TILE32(q8_0, q8_0, act_q8_0, ((traits32){false}), false)
 
-/* Q4_K/Q5_K header: d, dmin, and the 6-bit scales and mins (packing in k_scales). */
-KN_INLINE void k_affine_header(const strip *row, size_t off, panelk *p)
-{
-    uint8x16_t h[4];
-    load16x4(row, off, h); /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
-    const uint32x4_t dd = vreinterpretq_u32_u8(h[0]);
-    p->d = vcvt_f32_f16(vreinterpret_f16_u16(vmovn_u32(dd)));
-    p->dmin = vcvt_f32_f16(vreinterpret_f16_u16(vshrn_n_u32(dd, 16)));
-    const uint8x16_t six = vdupq_n_u8(63), four = vdupq_n_u8(15), top = vdupq_n_u8(0x30);
-    const uint32x4_t sc[2] = {vreinterpretq_u32_u8(vandq_u8(h[1], six)),
-                              vreinterpretq_u32_u8(vorrq_u8(vandq_u8(h[3], four), vandq_u8(vshrq_n_u8(h[1], 2), top)))};
-    const uint32x4_t mn[2] = {vreinterpretq_u32_u8(vandq_u8(h[2], six)),
-                              vreinterpretq_u32_u8(vorrq_u8(vshrq_n_u8(h[3], 4), vandq_u8(vshrq_n_u8(h[2], 2), top)))};
-    const uint32x4_t byte = vdupq_n_u32(0xFF);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) {
-        const int32x4_t shift = vdupq_n_s32(-8 * (j & 3));
-        p->sc[j] = vreinterpretq_s32_u32(vandq_u32(vshlq_u32(sc[j >> 2], shift), byte));
-        p->m[j] = vreinterpretq_s32_u32(vandq_u32(vshlq_u32(mn[j >> 2], shift), byte));
-    }
-}
-
-/* Q4_K/Q5_K weights: each 32 bytes of qs hold sub-block 2c in low nibbles, 2c+1 in high. */
-KN_INLINE void k_nibble_weights(const strip *row, size_t qs_off, panelk *p)
-{
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++)
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            uint8x16_t q[4];
-            load16x4(row, qs_off + 32 * c + 16 * h, q);
-            split_nibbles(q, 0, p->q + 16 * c + 4 * h, p->q + 16 * c + 8 + 4 * h);
-        }
-}
-
-KN_INLINE void unpack_q4_k(const strip *row, size_t off, panelk *p)
-{
-    k_affine_header(row, off, p);
-    k_nibble_weights(row, off + offsetof(qt_block_q4_k, qs), p);
-}
-
-/* Q5_K: the fifth bit of weight l of sub-block j is bit j of qh[l]. */
-KN_INLINE void unpack_q5_k(const strip *row, size_t off, panelk *p)
-{
-    k_affine_header(row, off, p);
-    k_nibble_weights(row, off + offsetof(qt_block_q5_k, qs), p);
-    uint8x16_t qh[8];
-    load16x4(row, off + offsetof(qt_block_q5_k, qh), qh);
-    load16x4(row, off + offsetof(qt_block_q5_k, qh) + 16, qh + 4);
-    const uint8x16_t one = vdupq_n_u8(1);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++)
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; g++) {
-            const uint8x16_t bit = vandq_u8(vshlq_u8(qh[g], vdupq_n_s8((int8_t)-j)), one);
-            p->q[8 * j + g] = vorrq_s8(p->q[8 * j + g], vreinterpretq_s8_u8(vshlq_n_u8(bit, 4)));
-        }
-}
-
-/* Q6_K (layout above dot_q6_k): 32-weight chunk 4h+q, dword g takes nibble q>>1 of ql
- * dword 16h + 8(q&1) + g and bits 2q..2q+1 of qh dword 8h + g; weight = level - 32;
- * sub-blocks of 16 with int8 scales. */
-KN_INLINE void unpack_q6_k(const strip *row, size_t off, panelk *p)
-{
-    uint8x16_t ql[32], qh[16], sc[4];
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; m++)
-        load16x4(row, off + offsetof(qt_block_q6_k, ql) + 16 * m, ql + 4 * m);
-#pragma GCC unroll 4
-    for (int m = 0; m < 4; m++)
-        load16x4(row, off + offsetof(qt_block_q6_k, qh) + 16 * m, qh + 4 * m);
-    load16x4(row, off + offsetof(qt_block_q6_k, scales), sc);
-    const uint8x16_t low4 = vdupq_n_u8(0x0F), two = vdupq_n_u8(0x30);
-    const int8x16_t thirty_two = vdupq_n_s8(32);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++)
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++)
-#pragma GCC unroll 8
-            for (int g = 0; g < 8; g++) {
-                const uint8x16_t l = ql[16 * h + 8 * (q & 1) + g];
-                const uint8x16_t lo = q < 2 ? vandq_u8(l, low4) : vshrq_n_u8(l, 4);
-                const uint8x16_t hi = vandq_u8(vshlq_u8(qh[8 * h + g], vdupq_n_s8((int8_t)(4 - 2 * q))), two);
-                p->q[32 * h + 8 * q + g] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), thirty_two);
-            }
-#pragma GCC unroll 16
-    for (int k = 0; k < 16; k++) /* int8 scale k: byte k%4 of dword k/4, sign-extended */
-        p->sc[k] = vshrq_n_s32(vshlq_s32(vreinterpretq_s32_u8(sc[k >> 2]), vdupq_n_s32(24 - 8 * (k & 3))), 24);
-    p->d = gather_f16(row, off + offsetof(qt_block_q6_k, d));
-}
-
-/* Per K block, Σ_s sc_s·(Σ w·y over sub-block s) times d·d_y; Q4_K/Q5_K subtract their
- * mins times the sub-blocks' y sums, times dmin·d_y. */
+/* Per K block, Σ_s sc_s·(Σ w·y over sub-block s) times d·d_y; Q4_K/Q5_K add their mins
+ * times the sub-blocks' y sums, times d2·d_y (d2 = -dmin). */
 KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
                       int nrows, bool accumulate, int nc, traitsk tr)
 {
@@ -737,15 +586,15 @@ KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride
             if (tr.has_min) { /* y sums of the eight sub-blocks, from pairs of bsums */
                 const int16x8_t ysum = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
                 const int32x4_t lo = vmovl_s16(vget_low_s16(ysum)), hi = vmovl_s16(vget_high_s16(ysum));
-                int32x4_t mins = vmulq_laneq_s32(p[b].m[0], lo, 0);
-                mins = vmlaq_laneq_s32(mins, p[b].m[1], lo, 1);
-                mins = vmlaq_laneq_s32(mins, p[b].m[2], lo, 2);
-                mins = vmlaq_laneq_s32(mins, p[b].m[3], lo, 3);
-                mins = vmlaq_laneq_s32(mins, p[b].m[4], hi, 0);
-                mins = vmlaq_laneq_s32(mins, p[b].m[5], hi, 1);
-                mins = vmlaq_laneq_s32(mins, p[b].m[6], hi, 2);
-                mins = vmlaq_laneq_s32(mins, p[b].m[7], hi, 3);
-                acc[c] = vfmsq_f32(acc[c], vcvtq_f32_s32(mins), vmulq_n_f32(p[b].dmin, y->d));
+                int32x4_t corr = vmulq_laneq_s32(p[b].corr[0], lo, 0);
+                corr = vmlaq_laneq_s32(corr, p[b].corr[1], lo, 1);
+                corr = vmlaq_laneq_s32(corr, p[b].corr[2], lo, 2);
+                corr = vmlaq_laneq_s32(corr, p[b].corr[3], lo, 3);
+                corr = vmlaq_laneq_s32(corr, p[b].corr[4], hi, 0);
+                corr = vmlaq_laneq_s32(corr, p[b].corr[5], hi, 1);
+                corr = vmlaq_laneq_s32(corr, p[b].corr[6], hi, 2);
+                corr = vmlaq_laneq_s32(corr, p[b].corr[7], hi, 3);
+                acc[c] = vfmaq_f32(acc[c], vcvtq_f32_s32(corr), vmulq_n_f32(p[b].d2, y->d));
             }
         }
     }
@@ -759,39 +608,6 @@ KT_TILEK(q5_k, ((traitsk){8, true}))
 KT_TILEK(q6_k, ((traitsk){16, false}))
 
 /* -- float weights ------------------------------------------------------------ */
-
-KN_INLINE void unpack_f32(const strip *row, size_t off, panelf *p)
-{
-    uint8x16_t q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++)
-        p->w[k] = vreinterpretq_f32_u8(q[k]);
-}
-
-KN_INLINE void unpack_f16(const strip *row, size_t off, panelf *p)
-{
-    uint8x16_t q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        const uint32x4_t v = vreinterpretq_u32_u8(q[k]);
-        p->w[2 * k] = vcvt_f32_f16(vreinterpret_f16_u16(vmovn_u32(v)));
-        p->w[2 * k + 1] = vcvt_f32_f16(vreinterpret_f16_u16(vshrn_n_u32(v, 16)));
-    }
-}
-
-KN_INLINE void unpack_bf16(const strip *row, size_t off, panelf *p)
-{
-    uint8x16_t q[4];
-    load16x4(row, off, q);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) { /* bf16 is the top half of an f32 */
-        const uint32x4_t v = vreinterpretq_u32_u8(q[k]);
-        p->w[2 * k] = vreinterpretq_f32_u32(vshlq_n_u32(v, 16));
-        p->w[2 * k + 1] = vreinterpretq_f32_u32(vandq_u32(v, vdupq_n_u32(0xFFFF0000u)));
-    }
-}
 
 /* Per weight, its vector of rows times the column's activation. */
 KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,

@@ -1,5 +1,6 @@
 /* kern_tile_isa — the half of a SIMD file's gemm section that does not depend on the
- * instruction set, written once: the loops that unpack a strip into a panel, the split of
+ * instruction set, written once: the unpacking of a block of every weight type but Q8_0
+ * (masks and shifts on lanes), the loops that unpack a strip into a panel, the split of
  * columns into groups a tile keeps in registers, decode's matvec, and the macros that
  * declare each weight type's kt_kernel (kern_tile.h) and gemm entry. Not a public header,
  * and not a standalone one: kern_avx2.c, kern_avx512.c and kern_neon.c include it in the
@@ -9,7 +10,16 @@
  *   panel32, panelk, K_CHUNK      a 32-weight block / K block unpacked; K blocks per chunk
  *   panelf                        16 bytes of float weights (F32, F16, BF16) unpacked
  *   traits32, traitsk, traitsf    what their tile functions need to know of a type
- * and before defining their unpack_<type> functions and
+ *   vint, vfloat                  the ISA's integer and float vectors (STRIP 32-bit lanes)
+ *   load16x4, gather_f16,         a strip's bytes transposed to lanes (16 bytes of each row;
+ *   gather_u32, low_f16           an f16 or a u32 field of each row); f16 in lanes' low halves
+ *   SIGNED_LEVELS                 1: the ISA multiplies signed weights (levels minus their
+ *                                 offset); 0: unsigned levels, the offset comes back through
+ *                                 the activations' sums (kt_act, Q8_K's bsums)
+ *   SCALE_PAIRS                   1: a K sub-block's scale is held as an int16 pair (s, s)
+ *   CORR_PAIRS                    1: a K block's corr[k] multiplies bsums[2k], bsums[2k+1] as an
+ *                                 int16 pair; 0: corr[j] is sub-block j's min, an int32
+ * and before defining their unpack_q8_0 and
  *   tile32(src, block_bytes, unpack, nb, x, x_stride, t, t_stride, out, out_stride, nrows,
  *          accumulate, nc, traits32)
  *   tilek(panel, nb, x, x_stride, out, out_stride, nrows, accumulate, nc, traitsk)
@@ -30,6 +40,202 @@ _Static_assert(K_CHUNK >= 1 && K_CHUNK * sizeof(panelk) <= KT_PANEL_BYTES && (in
 _Static_assert(STRIP * K_CHUNK * sizeof(qt_block_q6_k) <= KT_STAGE_BYTES, "K chunk exceeds the stage");
 _Static_assert(KT_CHUNK_BLOCKS * sizeof(panelf) <= KT_PANEL_BYTES, "a chunk of float weights exceeds the panel");
 _Static_assert(STRIP * KT_CHUNK_BLOCKS * 16 <= KT_STAGE_BYTES, "float chunk exceeds the stage");
+
+/* ---- unpacking, written once --------------------------------------------
+ * Vectors as wide as the ISA's, in GCC/clang vector extensions: the unpacking of levels
+ * is masks and shifts on lanes, the same in every instruction set, so it is written here
+ * on these and cast to and from the ISA's own types (a cast between vectors of one size
+ * keeps the bits). Panel layouts are in the ISA files. */
+typedef uint8_t kv_u8 __attribute__((vector_size(4 * STRIP)));
+typedef uint32_t kv_u32 __attribute__((vector_size(4 * STRIP)));
+typedef int32_t kv_i32 __attribute__((vector_size(4 * STRIP)));
+
+/* (a, b) as int16 halves of each 32-bit lane. */
+KTI_INLINE kv_u32 kv_pair16(kv_i32 a, kv_i32 b) { return ((kv_u32)a & 0xFFFF) | (kv_u32)b << 16; }
+
+/* Levels of 32 weights whose low nibbles are weights 0-15 and high ones 16-31 (dwords of
+ * the ISA's load16x4 at qs_off): lo[k] then hi[k], less offset where SIGNED_LEVELS. */
+KTI_INLINE void nibble_levels(const strip *row, size_t qs_off, int offset, vint lo[4], vint hi[4])
+{
+    vint q[4];
+    load16x4(row, qs_off, q);
+    const uint8_t off = (uint8_t)(SIGNED_LEVELS ? offset : 0);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        lo[k] = (vint)(((kv_u8)q[k] & 0x0F) - off);
+        hi[k] = (vint)((kv_u8)((kv_u32)q[k] >> 4 & 0x0F0F0F0F) - off);
+    }
+}
+
+/* Adds 16 to each level whose bit in its row's 32-bit qh (lane r) is set: dword g wants
+ * bits 4g..4g+3, one to each of its bytes. The multiplication spreads nibble bit k to bit
+ * 8k (its partial products, at bits k + 7j, never overlap), the mask keeps those. */
+KTI_INLINE void add_fifth_bits(kv_u32 qh, vint q[8])
+{
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) {
+        const kv_u32 spread = ((qh >> (4 * g) & 0xF) * 0x00204081u & 0x01010101u) << 4;
+        q[g] = (vint)((kv_u8)q[g] + (kv_u8)spread);
+    }
+}
+
+KTI_INLINE void unpack_q4_0(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q4_0, qs), 8, p->q, p->q + 4);
+    p->d = gather_f16(row, off);
+}
+
+KTI_INLINE void unpack_q4_1(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q4_1, qs), 0, p->q, p->q + 4);
+    p->d = gather_f16(row, off);
+    p->m = gather_f16(row, off + offsetof(qt_block_q4_1, m));
+}
+
+KTI_INLINE void unpack_q5_0(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q5_0, qs), 16, p->q, p->q + 4);
+    add_fifth_bits((kv_u32)gather_u32(row, off + offsetof(qt_block_q5_0, qh)), p->q);
+    p->d = gather_f16(row, off);
+}
+
+KTI_INLINE void unpack_q5_1(const strip *row, size_t off, panel32 *p)
+{
+    nibble_levels(row, off + offsetof(qt_block_q5_1, qs), 0, p->q, p->q + 4);
+    add_fifth_bits((kv_u32)gather_u32(row, off + offsetof(qt_block_q5_1, qh)), p->q);
+    p->d = gather_f16(row, off);
+    p->m = gather_f16(row, off + offsetof(qt_block_q5_1, m));
+}
+
+/* A K sub-block's scale s as the ISA's tilek takes it, and a corr entry: the int16 pair
+ * (a, b) where CORR_PAIRS, else a (a sub-block's min; such ISAs have SIGNED_LEVELS and no
+ * Q6_K corr). Cast to panelk's own vector types. */
+#define KTI_SCALE(s) ((__typeof__(((panelk *)0)->sc[0]))(SCALE_PAIRS ? kv_pair16(s, s) : (kv_u32)(s)))
+#define KTI_CORR(a, b) ((__typeof__(((panelk *)0)->corr[0]))(CORR_PAIRS ? kv_pair16(a, b) : (kv_u32)(a)))
+
+/* Q4_K/Q5_K header: d, dmin and the 6-bit scales and mins of the eight sub-blocks, packed
+ * as in kern_ref.c (bytes 0-3: low 6 bits of scales 0-3, top 2 bits of scales 4-7; 4-7:
+ * the same for mins; 8-11: low nibbles of scales 4-7, high ones of mins 4-7). The mins'
+ * share comes back as d2·Σ corr·bsums, so d2 = -dmin. */
+KTI_INLINE void k_affine_header(const strip *row, size_t off, panelk *p)
+{
+    vint h[4];
+    load16x4(row, off, h); /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
+    p->d = low_f16(h[0]);
+    p->d2 = -low_f16((vint)((kv_u32)h[0] >> 16));
+    const kv_u8 b1 = (kv_u8)h[1], b2 = (kv_u8)h[2], b3 = (kv_u8)h[3];
+    const kv_u8 sc[2] = {b1 & 63, (b3 & 15) | ((kv_u8)((kv_u32)h[1] >> 2) & 0x30)};
+    const kv_u8 mn[2] = {b2 & 63, (kv_u8)((kv_u32)h[3] >> 4 & 0x0F0F0F0F) | ((kv_u8)((kv_u32)h[2] >> 2) & 0x30)};
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        const kv_i32 s = (kv_i32)((kv_u32)sc[j >> 2] >> (8 * (j & 3)) & 0xFF);
+        const kv_i32 m = (kv_i32)((kv_u32)mn[j >> 2] >> (8 * (j & 3)) & 0xFF);
+        p->sc[j] = KTI_SCALE(s);
+        p->corr[j] = KTI_CORR(m, m);
+    }
+}
+
+/* Q4_K/Q5_K levels: each 32 bytes of qs hold sub-block 2c in low nibbles, 2c+1 in high. */
+KTI_INLINE void k_nibble_levels(const strip *row, size_t qs_off, panelk *p)
+{
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+            nibble_levels(row, qs_off + 32 * c + 16 * h, 0, p->q + 16 * c + 4 * h, p->q + 16 * c + 8 + 4 * h);
+}
+
+KTI_INLINE void unpack_q4_k(const strip *row, size_t off, panelk *p)
+{
+    k_affine_header(row, off, p);
+    k_nibble_levels(row, off + offsetof(qt_block_q4_k, qs), p);
+}
+
+/* Q5_K: the fifth bit of weight l of sub-block j is bit j of qh[l]. */
+KTI_INLINE void unpack_q5_k(const strip *row, size_t off, panelk *p)
+{
+    k_affine_header(row, off, p);
+    k_nibble_levels(row, off + offsetof(qt_block_q5_k, qs), p);
+    vint qh[8];
+    load16x4(row, off + offsetof(qt_block_q5_k, qh), qh);
+    load16x4(row, off + offsetof(qt_block_q5_k, qh) + 16, qh + 4);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++)
+            p->q[8 * j + g] = (vint)((kv_u32)p->q[8 * j + g] | ((kv_u32)qh[g] >> j & 0x01010101) << 4);
+}
+
+/* Q6_K: 32-weight chunk 4h+q, dword g takes nibble q>>1 of ql dword 16h + 8(q&1) + g and
+ * bits 2q..2q+1 of qh dword 8h + g; levels u stand for u - 32 (subtracted where
+ * SIGNED_LEVELS, else their share -32·sc_k·bsums[k] is corr's); 16 sub-blocks of 16
+ * with int8 scales. */
+KTI_INLINE void unpack_q6_k(const strip *row, size_t off, panelk *p)
+{
+    vint ql[32], qh[16], sc[4];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++)
+        load16x4(row, off + offsetof(qt_block_q6_k, ql) + 16 * m, ql + 4 * m);
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; m++)
+        load16x4(row, off + offsetof(qt_block_q6_k, qh) + 16 * m, qh + 4 * m);
+    load16x4(row, off + offsetof(qt_block_q6_k, scales), sc);
+    const uint8_t off32 = SIGNED_LEVELS ? 32 : 0;
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                const kv_u32 lo = (kv_u32)ql[16 * h + 8 * (q & 1) + g] >> (4 * (q >> 1)) & 0x0F0F0F0F;
+                const kv_u32 hb = (kv_u32)qh[8 * h + g];
+                const kv_u32 hi = (q < 2 ? hb << (4 - 2 * q) : hb >> (2 * q - 4)) & 0x30303030;
+                p->q[32 * h + 8 * q + g] = (vint)((kv_u8)(lo | hi) - off32);
+            }
+    kv_i32 s[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k++) { /* int8 scale k: byte k%4 of dword k/4, sign-extended */
+        s[k] = (kv_i32)((kv_u32)sc[k >> 2] << (24 - 8 * (k & 3))) >> 24;
+        p->sc[k] = KTI_SCALE(s[k]);
+    }
+    if (!SIGNED_LEVELS)
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++)
+            p->corr[k] = KTI_CORR(s[2 * k] * -32, s[2 * k + 1] * -32);
+    p->d = gather_f16(row, off + offsetof(qt_block_q6_k, d));
+    p->d2 = p->d;
+}
+
+KTI_INLINE void unpack_f32(const strip *row, size_t off, panelf *p)
+{
+    vint q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        p->w[k] = (vfloat)q[k];
+}
+
+KTI_INLINE void unpack_f16(const strip *row, size_t off, panelf *p)
+{
+    vint q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        p->w[2 * k] = low_f16(q[k]);
+        p->w[2 * k + 1] = low_f16((vint)((kv_u32)q[k] >> 16));
+    }
+}
+
+KTI_INLINE void unpack_bf16(const strip *row, size_t off, panelf *p)
+{
+    vint q[4];
+    load16x4(row, off, q);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) { /* bf16 is the top half of an f32 */
+        p->w[2 * k] = (vfloat)((kv_u32)q[k] << 16);
+        p->w[2 * k + 1] = (vfloat)((kv_u32)q[k] & 0xFFFF0000u);
+    }
+}
 
 typedef void (*unpack32_fn)(const strip *row, size_t off, panel32 *p); /* the block at off */
 typedef void (*unpackk_fn)(const strip *row, size_t off, panelk *p);
@@ -146,7 +352,11 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
  * q8_1 for the affine types); act_fn gives the kt_act of its blocks. with_matvec: decode
  * takes matvec, else dot (Q8_0: its bytes need no unpacking but the transposition, which
  * then costs more than it saves; measured from DRAM, AVX-512 26.2 GB/s against dot's
- * 27.1, AVX2 19.4 against 26.3, where Q4_0's matvec makes 20.5 of dot's 14.3). */
+ * 27.1, AVX2 19.4 against 26.3, where Q4_0's matvec makes 20.5 of dot's 14.3. Decoding
+ * TinyLlama Q8_0 on 2 Zen 4 cores, matvec made 33.6 t/s to dot's 38.5, and a strip kernel
+ * in dot's row layout, the activations shared by its rows, 27.0 to 29.4, although 19%
+ * faster from cache: one row at a time is one stream the hardware prefetchers keep up
+ * with, where a strip's sixteen need software prefetches). */
 #define KT_TILE32(type, act_type, act_fn, traits, with_matvec)                                                   \
     static void pack_##type(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)       \
     {                                                                                                            \
