@@ -50,7 +50,7 @@ PROGS := $(BUILD)/edgellm $(if $(wildcard daemon/edgellmd_main.c),$(BUILD)/edgel
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 
-.PHONY: all deps run test check-unit check-integration test-aarch64 fuzz asan bench clean install uninstall help
+.PHONY: all deps run test check-unit check-integration test-aarch64 fuzz asan valgrind soak bench bench-http clean install uninstall help
 all: $(PROGS)
 
 help:
@@ -58,9 +58,12 @@ help:
 	@echo "make run        install missing packages, build, run on the demo model (MODEL=file.gguf for another)"
 	@echo "make test       install missing packages, build, run every suite"
 	@echo "make asan       the tests again under AddressSanitizer + UBSan (in build-asan/)"
+	@echo "make valgrind   the abuse, daemon and fault scripts with edgellmd under valgrind (memcheck)"
+	@echo "make soak       load and abuse round after round for SOAK_SECONDS (default 600); RSS must not grow"
 	@echo "make test-aarch64  cross-build the engine suites for aarch64 and run them under qemu"
 	@echo "make fuzz       libFuzzer+ASan+UBSan on the parsers, FUZZ_SECONDS (default 60) each"
-	@echo "make bench      benchmark"
+	@echo "make bench      prefill/decode t/s, time to first token, RSS of TinyLlama-shaped files + bandwidth probe"
+	@echo "make bench-http the same generation through edgellm run and through the daemon's HTTP API"
 	@echo "make install    binaries, systemd units, default config (PREFIX=$(PREFIX) DESTDIR=$(DESTDIR))"
 	@echo "make uninstall  removes what install put there (not config or state)"
 
@@ -154,6 +157,12 @@ bench: all $(BENCH_FILES)
 	  $(BUILD)/edgellm bench -m $$f -p 64 -n 32 --bandwidth $(BENCH_ARGS) || exit 1; echo; \
 	done
 
+# `make bench-http`: the same greedy generation through `edgellm run` and through edgellmd's
+# HTTP API (TCP and Unix socket), side by side: what the daemon path costs. BENCH_HTTP_ARGS
+# adds options (e.g. "-r 10 -n 128").
+bench-http: all $(BENCH_DIR)/tinyllama-1.1b.Q4_0.gguf
+	EDGELLM_BUILD=$(BUILD) tools/http_overhead.py -m $(BENCH_DIR)/tinyllama-1.1b.Q4_0.gguf $(BENCH_HTTP_ARGS)
+
 # `make fuzz`: every libFuzzer harness (clang, ASan+UBSan) for FUZZ_SECONDS each, in its own
 # build tree (clang objects must not mix with the gcc ones).
 FUZZ_SECONDS ?= 60
@@ -164,6 +173,29 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  check-unit check-integration
+
+# `make valgrind`: integration scripts with the daemon under memcheck (EDGELLMD_WRAPPER, see
+# tests/daemon_lib.sh): a memory error or a definite leak at exit fails the script. The subset
+# covers every request path (abuse: hostile HTTP and JSON, slowloris; daemon: the routes,
+# streaming, cancellation) and the SIGBUS guard (faults, without the kill -9 rounds: those test
+# SQLite, not our memory), within a few minutes on 2 cores.
+# (allregs-at-mem-access: a read that faulted is restarted after the SIGBUS guard mapped
+# zeros under it, which needs every register exact at memory accesses, not only SP and PC)
+VALGRIND ?= valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+            --vex-iropt-register-updates=allregs-at-mem-access
+VALGRIND_SCRIPTS ?= tests/integ_abuse.sh tests/integ_daemon.sh tests/integ_faults.sh
+valgrind: deps
+	@$(MAKE) --no-print-directory all
+	@fail=0; for s in $(VALGRIND_SCRIPTS); do \
+	  echo "== $$s (edgellmd under valgrind)"; \
+	  EDGELLMD_WRAPPER="$(VALGRIND)" START_TIMEOUT_S=300 FAULTS_KILLS=0 \
+	  SHARED=$(SHARED) EDGELLM_BUILD=$(BUILD) bash $$s || fail=1; \
+	done; exit $$fail
+
+# `make soak`: tests/soak.sh, the load and abuse mix round after round for SOAK_SECONDS.
+SOAK_SECONDS ?= 600
+soak: all
+	SOAK_SECONDS=$(SOAK_SECONDS) SHARED=$(SHARED) EDGELLM_BUILD=$(BUILD) bash tests/soak.sh
 
 # ---- install --------------------------------------------------------------
 # Binaries, systemd units (unit paths rewritten for PREFIX), sysusers/tmpfiles entries and the

@@ -189,6 +189,31 @@ static int read_target(api_req *r, const cJSON *root, err_info *ei)
     return route ? err_set(ei, -EINVAL, "'edgellm.route' must be \"auto\", \"local\" or \"cloud\"") : 0;
 }
 
+/* "keep_alive" as Ollama takes it: seconds as a number, or a string "30s", "5m", "1h", "0";
+ * negative keeps the model loaded for ever. At most a year. */
+static int read_keep_alive(api_req *r, const cJSON *root, err_info *ei)
+{
+    const cJSON *f = field(root, "keep_alive");
+    if (!f)
+        return 0;
+    double v = f->valuedouble, unit = 1;
+    char *end = NULL;
+    if (cJSON_IsString(f)) {
+        v = strtod(f->valuestring, &end);
+        unit = !strcmp(end, "h") ? 3600 : !strcmp(end, "m") ? 60 : !strcmp(end, "s") || !*end ? 1 : 0;
+        if (end == f->valuestring || unit == 0)
+            return err_set(ei, -EINVAL, "'keep_alive' must be seconds, or a duration such as \"30s\", \"5m\", \"1h\"");
+    } else if (!cJSON_IsNumber(f)) {
+        return err_set(ei, -ERR_TYPE, "'keep_alive' must be a number of seconds or a duration string");
+    }
+    v *= unit;
+    if (!(v >= -1e9 && v <= 365 * 86400.0))
+        return err_set(ei, -ERR_RANGE, "'keep_alive' must be at most a year (negative: for ever)");
+    r->keep_alive_s = v;
+    r->keep_alive_set = true;
+    return 0;
+}
+
 static int read_generation(api_req *r, cJSON *root, err_info *ei)
 {
     int rc;
@@ -229,7 +254,7 @@ static int read_generation(api_req *r, cJSON *root, err_info *ei)
         return err_set(ei, -ERR_TYPE, "'stream_options' must be an object");
     if (so && (rc = read_bool(so, "include_usage", &r->include_usage, ei)) < 0)
         return err_set(ei, rc, "'stream_options.include_usage' must be a boolean");
-    if ((rc = sampler_params_check(sp, ei)) < 0)
+    if ((rc = sampler_params_check(sp, ei)) < 0 || (rc = read_keep_alive(r, root, ei)) < 0)
         return rc;
     return read_target(r, root, ei);
 }
@@ -291,7 +316,9 @@ int api_req_parse(api_req **out, api_kind kind, const char *body, size_t len, er
             rc = read_generation(r, root, ei);
         break;
     case API_KIND_TOKENIZE:
-        rc = read_string(root, "content", true, false, &r->prompt, ei);
+        rc = read_string(root, "model", false, false, &r->model, ei);
+        if (rc == 0)
+            rc = read_string(root, "content", true, false, &r->prompt, ei);
         if (rc == 0)
             rc = read_bool(root, "add_special", &r->add_special, ei);
         if (rc == 0)
@@ -300,7 +327,9 @@ int api_req_parse(api_req **out, api_kind kind, const char *body, size_t len, er
             rc = read_bool(root, "with_pieces", &r->with_pieces, ei);
         break;
     case API_KIND_DETOKENIZE:
-        rc = read_tokens(r, root, ei);
+        rc = read_string(root, "model", false, false, &r->model, ei);
+        if (rc == 0)
+            rc = read_tokens(r, root, ei);
         break;
     }
     if (rc < 0)

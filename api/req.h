@@ -48,6 +48,8 @@ typedef struct api_req {
     bool include_usage;           /* stream_options.include_usage */
     double timeout_s;             /* deadline for the whole request; 0: the server's default */
     api_target target;            /* edgellm.route */
+    double keep_alive_s;          /* how long its model stays loaded once idle; < 0: for ever */
+    bool keep_alive_set;          /* false: the server's model-keep-alive-s */
     /* tokenize */
     bool add_special;             /* default false */
     bool parse_special;           /* default true */

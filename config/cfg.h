@@ -3,17 +3,26 @@
  * command-line flags, then validated.
  *
  * One table (cfg.c) describes each setting once: its flag, its environment variable, its
- * JSON key, its range and its help line, so the three sources cannot drift apart.
- * Not here: acting on the settings (daemon/) or reloading them (SIGHUP, a later issue). */
+ * JSON key, its range, its help line and whether SIGHUP can change it in a running daemon,
+ * so the three sources (and the reload) cannot drift apart.
+ *
+ * The file is read only when one is named (--config or EDGELLM_CONFIG): the installed
+ * service names CFG_DEFAULT_FILE in its unit, and a developer's `make run` is never changed
+ * by a system-wide file it did not ask for. --check-config without a file checks that one.
+ * Not here: acting on the settings or on a reload (daemon/). */
 #ifndef EDGELLM_CFG_H
 #define EDGELLM_CFG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "engine/err.h"
 
 enum { CFG_PATH_MAX = 4096, CFG_SOCKET_MAX = 108 /* sun_path */, CFG_NAME_MAX = 256 };
+
+/* The configuration file of the installed service (systemd/edgellmd.service names it). */
+#define CFG_DEFAULT_FILE "/etc/edgellm/edgellmd.json"
 
 /* Which requests the response cache answers and stores (a request's own Cache-Control can
  * only narrow this). */
@@ -63,6 +72,13 @@ typedef struct cfg {
     int32_t offload_connect_timeout_ms;
     int32_t offload_timeout_ms;      /* the whole cloud exchange */
     int32_t offload_audit_content;   /* 1: the audit table keeps request and answer text too */
+    /* models and their memory (daemon/models.h) */
+    char models_dir[CFG_PATH_MAX];   /* its *.gguf files are served by name; "" for none */
+    int32_t model_keep_alive_s;      /* an idle model is unloaded after this; -1: never */
+    int32_t no_shm;                  /* 1: map model files instead of sharing copies (mstore.h) */
+    int32_t mlock;                   /* 1: lock the shared copies in RAM */
+    int32_t shm_verify;              /* 1: re-hash a shared copy found at load before using it */
+    int32_t memory_budget_mb;        /* model bytes held in memory at once; 0: the machine's limit */
 } cfg;
 
 /* Fills c from defaults, then the file named by --config (or EDGELLM_CONFIG), then the
@@ -74,5 +90,21 @@ int cfg_load(cfg *c, int argc, char **argv, err_info *ei);
 /* Writes the flag summary (one line per setting, with its default) into buf like
  * snprintf: returns the full length, truncating to cap. */
 int cfg_usage(char *buf, size_t cap);
+
+/* --check-config: reads the JSON file at path over the defaults, as cfg_load would, but
+ * goes on past a bad key and calls report(ud, problem) for each one: an unknown key (with
+ * the nearest known one), a wrong type (what was expected, what was found), a value out of
+ * range (the range and what the setting is for), plus the checks cfg_load makes of the
+ * whole. Returns the number of problems (0: the file is good), or a negative code when the
+ * file cannot be read or is not a JSON object (ei says which). c receives the result. */
+int cfg_check_file(cfg *c, const char *path, void (*report)(void *ud, const char *problem), void *ud,
+                   err_info *ei);
+
+/* SIGHUP: next is the configuration just loaded, running the one in use. Calls changed(ud,
+ * name, live, old value, new value) for each setting that differs; a setting SIGHUP cannot
+ * change (live false: host, port, threads, ...) is put back to its running value in next,
+ * so next describes what will actually run. Returns how many live settings changed. */
+int cfg_reload(cfg *next, const cfg *running,
+               void (*changed)(void *ud, const char *name, bool live, const char *was, const char *now), void *ud);
 
 #endif

@@ -1,7 +1,8 @@
 /* infer — see infer.h. The worker's frame buffer lives here, allocated with the infer
- * object, so streaming a token formats into memory that already exists. The model file stays
- * open beside its mapping, so a truncation or an in-place rewrite of that very file is seen
- * by one fstat (a file replaced by rename leaves the mapped one intact: nothing to see). */
+ * object, so streaming a token formats into memory that already exists. A mapped model file
+ * stays open beside its mapping, so a truncation or an in-place rewrite of that very file is
+ * seen by one fstat (a file replaced by rename leaves the mapped one intact: nothing to see);
+ * a shared copy needs no such watch. */
 #include "infer.h"
 
 #include <cJSON.h>
@@ -17,16 +18,21 @@
 #include "daemon/sched.h"
 #include "engine/gen.h"
 #include "engine/model.h"
+#include "engine/mstore.h"
 #include "engine/pool.h"
 #include "engine/tok.h"
 #include "engine/utf8.h"
 
 struct infer {
     cfg c;
+    char path[CFG_PATH_MAX];
+    mstore *ms;                     /* the shared copy the model reads, or NULL: a file mapping */
     model *m;
-    int fd;                         /* the model file, for its stat; -1 if it could not be opened */
+    int fd;                         /* a mapped file, for its stat; -1 for a shared copy */
     struct stat st;                 /* as it was when loaded */
-    bool guarded;                   /* the mapping is under mapguard */
+    mapguard *guard;                /* the mapping's SIGBUS guard; NULL if none was free (or shared) */
+    int32_t n_ctx;
+    char source[ERR_MSG_MAX + 64];  /* infer_source */
     pool *pool;
     model_session *s;
     gen_ctx *g;
@@ -67,29 +73,72 @@ static int choose_chat_family(infer *in, err_info *ei)
     return 0;
 }
 
-int infer_open(infer **out, const cfg *c, err_info *ei)
+/* The model over a mapping of the file, watched for changes (infer_check_file). */
+static int open_mapped(infer *in, err_info *ei)
+{
+    /* stat before mapping: a change between the two shows up as a change later */
+    in->fd = open(in->path, O_RDONLY | O_CLOEXEC);
+    if (in->fd >= 0 && fstat(in->fd, &in->st) < 0) {
+        close(in->fd);
+        in->fd = -1;
+    }
+    int rc = model_open(&in->m, in->path, ei);
+    if (rc == 0) {
+        /* not fatal: without a free guard the model still works, it is only the truncation
+         * that would kill it */
+        const gguf *g = model_gguf(in->m);
+        mapguard_arm(&in->guard, gguf_base(g), (size_t)gguf_size(g), NULL);
+    }
+    return rc;
+}
+
+/* The model over its shared copy. A store that cannot be used (no /dev/shm, its
+ * permissions, another process's copy stalled) falls back to the file, so a container
+ * without /dev/shm still serves; but memory (the budget's business: models.c evicts and
+ * retries) and an mlock the operator asked for are errors. A file that cannot be read
+ * fails again in the fallback, with its own message. */
+static int open_shared(infer *in, err_info *ei)
+{
+    mstore_opts mo;
+    mstore_opts_default(&mo);
+    mo.mlock = in->c.mlock;
+    mo.verify = in->c.shm_verify;
+    err_info shm_ei = {0};
+    int rc = mstore_open(&in->ms, in->path, &mo, &shm_ei);
+    if (rc == 0) {
+        snprintf(in->source, sizeof in->source, "shared memory, %s",
+                 mstore_created(in->ms) ? "copied now (cold)" : "attached (warm)");
+        if ((rc = model_open_mem(&in->m, mstore_data(in->ms), mstore_size(in->ms), ei)) < 0) {
+            /* a file that is no model must not stay in memory as one */
+            mstore_close(in->ms);
+            in->ms = NULL;
+            mstore_remove(in->path, NULL);
+        }
+        return rc;
+    }
+    if (rc == -ENOMEM || in->c.mlock)
+        return err_set(ei, rc, "%s", shm_ei.msg);
+    snprintf(in->source, sizeof in->source, "file mapping (shared memory unusable: %s)", shm_ei.msg);
+    return open_mapped(in, ei);
+}
+
+int infer_open(infer **out, const char *path, const cfg *c, err_info *ei)
 {
     *out = NULL;
     infer *in = calloc(1, sizeof *in);
     if (!in)
         return err_set(ei, -ENOMEM, "out of memory");
     in->c = *c;
-    model_id_from_path(c->model, in->id, sizeof in->id);
-    /* stat before mapping: a change between the two shows up as a change later */
-    in->fd = open(c->model, O_RDONLY | O_CLOEXEC);
-    if (in->fd >= 0 && fstat(in->fd, &in->st) < 0) {
-        close(in->fd);
-        in->fd = -1;
-    }
-    int rc = model_open(&in->m, c->model, ei);
+    in->fd = -1;
+    snprintf(in->path, sizeof in->path, "%s", path);
+    snprintf(in->source, sizeof in->source, "file mapping");
+    model_id_from_path(path, in->id, sizeof in->id);
+    int rc = c->no_shm ? open_mapped(in, ei) : open_shared(in, ei);
     if (rc == 0) {
-        /* not fatal: a second model in the process (one range is guarded at a time) still
-         * works, it is only the truncation that would kill it */
-        const gguf *g = model_gguf(in->m);
-        in->guarded = mapguard_arm(gguf_base(g), (size_t)gguf_size(g), NULL) == 0;
-    }
-    if (rc == 0)
+        int32_t trained = model_hparams_of(in->m)->n_ctx_train;
+        in->n_ctx = c->ctx > 0 ? c->ctx : trained < INFER_CTX_DEFAULT_MAX ? trained : INFER_CTX_DEFAULT_MAX;
         rc = choose_chat_family(in, ei);
+    }
     if (rc < 0) {
         infer_close(in);
         return rc;
@@ -100,28 +149,42 @@ int infer_open(infer **out, const cfg *c, err_info *ei)
 
 int infer_start(infer *in, err_info *ei)
 {
+    if (in->g)
+        return 0;
     model_session_params sp;
     model_session_params_default(&sp);
     int rc = pool_new(&in->pool, in->c.threads, ei);
-    sp.n_ctx = in->c.ctx;
+    sp.n_ctx = in->n_ctx;
     sp.pool = in->pool;
     if (rc == 0)
         rc = model_session_new(&in->s, in->m, &sp, ei);
     if (rc == 0)
         rc = gen_ctx_new(&in->g, in->m, in->s, ei);
+    if (rc < 0)
+        infer_stop(in);
     return rc;
 }
+
+void infer_stop(infer *in)
+{
+    gen_ctx_free(in->g);
+    model_session_free(in->s);
+    pool_free(in->pool);
+    in->g = NULL;
+    in->s = NULL;
+    in->pool = NULL;
+}
+
+bool infer_started(const infer *in) { return in->g != NULL; }
 
 void infer_close(infer *in)
 {
     if (!in)
         return;
-    gen_ctx_free(in->g);
-    model_session_free(in->s);
-    pool_free(in->pool);
-    if (in->guarded)
-        mapguard_disarm();
+    infer_stop(in);
+    mapguard_disarm(in->guard);
     model_close(in->m);
+    mstore_close(in->ms);
     if (in->fd >= 0)
         close(in->fd);
     free(in);
@@ -129,7 +192,7 @@ void infer_close(infer *in)
 
 int infer_check_file(const infer *in, err_info *ei)
 {
-    uint64_t faults = in->guarded ? mapguard_faults() : 0;
+    uint64_t faults = mapguard_faults(in->guard);
     struct stat now;
     if (in->fd >= 0 && fstat(in->fd, &now) == 0 &&
         (now.st_size != in->st.st_size || now.st_mtim.tv_sec != in->st.st_mtim.tv_sec ||
@@ -137,20 +200,28 @@ int infer_check_file(const infer *in, err_info *ei)
         return err_set(ei, -ERR_IO,
                        "the model file %s was truncated or rewritten after it was loaded (%lld bytes then, %lld now%s):"
                        " restart edgellmd to load it again",
-                       in->c.model, (long long)in->st.st_size, (long long)now.st_size,
+                       in->path, (long long)in->st.st_size, (long long)now.st_size,
                        faults ? ", and reading it faulted" : "");
     if (faults)
         return err_set(ei, -ERR_IO,
                        "reading the model file %s faulted (%llu pages were gone: it was truncated while in use):"
                        " restart edgellmd to load it again",
-                       in->c.model, (unsigned long long)faults);
+                       in->path, (unsigned long long)faults);
     return 0;
 }
 
+const char *infer_source(const infer *in) { return in->source; }
+bool infer_copied_now(const infer *in) { return in->ms && mstore_created(in->ms); }
+const uint8_t *infer_model_sha256(const infer *in) { return in->ms ? mstore_hash(in->ms) : NULL; }
+uint64_t infer_file_bytes(const infer *in)
+{
+    return in->ms ? mstore_size(in->ms) : (uint64_t)gguf_size(model_gguf(in->m));
+}
+
 const char *infer_model_id(const infer *in) { return in->id; }
-const char *infer_model_path(const infer *in) { return in->c.model; }
+const char *infer_model_path(const infer *in) { return in->path; }
 const char *infer_arch(const infer *in) { return model_hparams_of(in->m)->arch_name; }
-int32_t infer_n_ctx(const infer *in) { return in->s ? model_session_n_ctx(in->s) : 0; }
+int32_t infer_n_ctx(const infer *in) { return in->n_ctx; }
 uint64_t infer_weight_bytes(const infer *in) { return model_weight_bytes(in->m); }
 chat_family infer_chat_family(const infer *in) { return in->family; }
 const char *infer_chat_source(const infer *in) { return in->chat_source; }
@@ -224,7 +295,7 @@ static int on_text(void *ud, const char *text, size_t len, int32_t token)
     (void)token;
     run_state *st = ud;
     st->n_after_cancel += api_job_cancelled(st->job);
-    if (st->in->guarded && mapguard_faults())
+    if (mapguard_faults(st->in->guard))
         return 1; /* the weights turned to zeros: stop computing garbage (infer_run says why) */
     if (sched_now_ns() > st->deadline_ns) {
         st->deadline_hit = true;

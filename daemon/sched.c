@@ -17,8 +17,10 @@ typedef struct entry {
 struct sched {
     pthread_mutex_t mu;
     pthread_cond_t wake;     /* worker: an item arrived or stop was asked */
-    entry *q;                /* [capacity] waiting items, q[0] is next */
-    int depth, capacity;
+    entry *q;                /* [q_alloc] waiting items, q[0] is next */
+    int depth, capacity, q_alloc;
+    void (*chore)(void *ud); /* see sched_set_chore */
+    bool poked;              /* the chore is due */
     void *running;
     bool stopping, exit;     /* stopping: refuse new items; exit: the worker leaves */
     uint64_t served;
@@ -51,10 +53,19 @@ static void *worker_main(void *arg)
     sched *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->depth && !s->exit)
+        while (!s->depth && !s->exit && !s->poked)
             pthread_cond_wait(&s->wake, &s->mu);
         if (s->exit && !s->depth)
             break;
+        if (s->poked) {
+            s->poked = false;
+            void (*chore)(void *) = s->chore;
+            pthread_mutex_unlock(&s->mu);
+            if (chore)
+                chore(s->ud);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         entry e = s->q[0];
         remove_at(s, 0);
         int64_t start = sched_now_ns();
@@ -88,6 +99,7 @@ int sched_new(sched **out, int capacity, sched_run_fn run, sched_drop_fn drop, v
     if (!s || !(s->q = calloc((size_t)capacity + 1, sizeof s->q[0])))
         goto fail;
     s->capacity = capacity;
+    s->q_alloc = capacity + 1;
     s->run = run;
     s->drop = drop;
     s->ud = ud;
@@ -183,6 +195,42 @@ int sched_expire(sched *s, int64_t now_ns)
 void sched_stop(sched *s, bool cancel_queued)
 {
     drop_matching(s, cancel_queued ? INT64_MAX : INT64_MIN, true, -ERR_CANCELLED);
+}
+
+int sched_set_capacity(sched *s, int capacity, err_info *ei)
+{
+    if (capacity < 0)
+        return err_set(ei, -EINVAL, "queue capacity %d is negative", capacity);
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    if (capacity + 1 > s->q_alloc) { /* shrinking keeps the array: items waiting beyond it stay */
+        entry *q = realloc(s->q, ((size_t)capacity + 1) * sizeof *q);
+        if (q) {
+            s->q = q;
+            s->q_alloc = capacity + 1;
+        } else {
+            rc = err_set(ei, -ENOMEM, "out of memory for a queue of %d", capacity);
+        }
+    }
+    if (rc == 0)
+        s->capacity = capacity;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void sched_set_chore(sched *s, void (*chore)(void *ud))
+{
+    pthread_mutex_lock(&s->mu);
+    s->chore = chore;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_poke(sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->poked = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
 }
 
 int64_t sched_next_deadline(sched *s)

@@ -47,6 +47,16 @@ int64_t sched_next_deadline(sched *s);
 /* Refuses new items from now on; with cancel_queued, drops the waiting ones (-ERR_CANCELLED).
  * The running item is not touched: cancelling it is the caller's business. */
 void sched_stop(sched *s, bool cancel_queued);
+/* A new capacity (>= 0; SIGHUP). Items already waiting stay, even beyond it; new ones are
+ * refused until the queue is back under it. -ENOMEM leaves the old capacity. */
+int sched_set_capacity(sched *s, int capacity, err_info *ei);
+
+/* Housekeeping that must run on the worker thread (unloading an idle model frees the
+ * session the worker generates with): after sched_poke, the worker calls chore(ud) once,
+ * before it takes the next item and never while one runs. Pokes that arrive before the
+ * chore ran count once. Set the chore before the first poke. Any thread. */
+void sched_set_chore(sched *s, void (*chore)(void *ud));
+void sched_poke(sched *s);
 
 typedef struct sched_stats {
     int depth;               /* items waiting */

@@ -22,10 +22,24 @@ FAILED=0
 DAEMONS=()
 MOUNTS=()   # file systems a script mounted under $TMP (tmpfs disks), unmounted at exit
 
+# remove_tmp_segments: the shared-memory copies (/dev/shm/edgellm-m1-*, engine/mstore.h) of
+# model files under $TMP. A daemon leaves its copy behind on purpose (a restart attaches to
+# it); a test's private model files go with $TMP, so their copies must go too. Copies of the
+# reference models stay: the next script starts warm on them.
+remove_tmp_segments() {
+    local s real
+    real=$(realpath "$TMP")
+    for s in /dev/shm/edgellm-m1-*; do
+        [ -e "$s" ] && head -c 8192 "$s" | grep -qaF "$real/" && rm -f "$s"
+    done
+    return 0
+}
+
 cleanup() {
     for pid in "${DAEMONS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
     wait 2>/dev/null
     for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null; done
+    remove_tmp_segments
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -35,15 +49,17 @@ fail() { FAILED=$((FAILED + 1)); echo "FAIL: $1${2:+ ($2)}"; }
 # check NAME COMMAND...: PASS when the command succeeds.
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
 
-# memcheck_clean: no daemon log holds an AddressSanitizer/LeakSanitizer/UBSan report or a
-# valgrind error summary above zero (each report's first lines are shown).
+# memcheck_clean: no daemon log holds an AddressSanitizer/LeakSanitizer/UBSan report, a
+# valgrind error summary above zero, or a valgrind error (a daemon killed with -9 prints no
+# summary, only the errors as they happen); each report's first lines are shown.
+MEMCHECK_REPORT='ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |ERROR SUMMARY: [1-9]|^==[0-9]+== (Invalid (read|write|free)|Conditional jump|Use of uninitialised|Syscall param|Mismatched free|Source and destination overlap)'
 memcheck_clean() {
     local bad=0 f
     for f in "$TMP"/*.log; do
         [ -f "$f" ] || continue
-        if grep -Eq 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |ERROR SUMMARY: [1-9]' "$f"; then
+        if grep -Eq "$MEMCHECK_REPORT" "$f"; then
             echo "memory error report in $(basename "$f"):"
-            grep -E -m 5 -A 8 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |ERROR SUMMARY: [1-9]' "$f" | head -40
+            grep -E -m 5 -A 8 "$MEMCHECK_REPORT" "$f" | head -40
             bad=1
         fi
     done
@@ -105,6 +121,15 @@ jq_py() {
         "$1" "${2:-$TMP/body}" 2>/dev/null
 }
 
+# status_json WANT EXPR CURL_ARGS...: the request's HTTP status is WANT and the Python
+# expression EXPR holds for its JSON body (as jq_py); one check for both halves.
+status_json() {
+    local want=$1 expr=$2 got; shift 2
+    got=$(status_of "$@")
+    [ "$got" = "$want" ] || { echo "    got HTTP $got: $(head -c 300 "$TMP/body")"; return 1; }
+    jq_py "$expr"
+}
+
 # metric NAME_WITH_LABELS: its value in /metrics (0 when absent).
 metric() {
     c "$URL/metrics" | awk -v m="$1" '$1 == m { print $2; found = 1 } END { if (!found) print 0 }'
@@ -131,7 +156,8 @@ check_rss() {
 }
 
 # peak_rss_start PID / peak_rss_stop: samples the process's VmRSS every 20 ms in the
-# background; stop prints the highest value seen (kB).
+# background; stop sets RSS_PEAK to the highest value seen (kB). Call stop directly, not in
+# $(...): only the shell that started the sampler can wait for its last write.
 peak_rss_start() {
     rm -f "$TMP/rss_stop"
     echo 0 > "$TMP/rss_peak"
@@ -143,7 +169,7 @@ peak_rss_start() {
 peak_rss_stop() {
     touch "$TMP/rss_stop"
     wait "$RSS_SAMPLER"
-    cat "$TMP/rss_peak"
+    RSS_PEAK=$(cat "$TMP/rss_peak")
 }
 
 # all_answers: completions answered, whatever the source (local, cache, cloud).
@@ -161,15 +187,8 @@ wait_idle() {
     return 1
 }
 
-# have_wrk: wrk is there, installed with apt-get when missing and possible (root); else false.
-have_wrk() {
-    command -v wrk >/dev/null && return 0
-    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
-    echo "info: installing wrk"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 ||
-        { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; }
-    command -v wrk >/dev/null
-}
+# have_wrk: wrk (tools/deps.sh installs it) is on the PATH.
+have_wrk() { command -v wrk >/dev/null; }
 
 # wrk_run NAME SECONDS ARGS...: wrk with 2 threads and 32 connections; prints an info line
 # with its figures and sets WRK_REQS (completed), WRK_NON2XX and WRK_SOCKERR (empty: none).

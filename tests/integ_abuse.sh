@@ -17,7 +17,6 @@ SMALL=${ABUSE_MODEL:-$SHARED/models/qwen2-gpt2-e128.f16.gguf}
 
 LIMIT=65536
 start_daemon abuse --model "$SMALL" --ctx 64 --body-limit $LIMIT --read-timeout-ms 3000 --idle-timeout-s 30 || exit 1
-PID0=$PID
 N_VOCAB=50257 # the GPT-2 vocabulary of the shared qwen2 models
 
 # code_is WANT ARGS...: the status is WANT and a JSON body is valid UTF-8 JSON.
@@ -245,7 +244,7 @@ check "slowloris: all 20 normal requests were served (200)" [ "$(echo "$CODES" |
 check "after the slowloris: /health 200" code_is 200 "$URL/health"
 
 # ---- the same process, healthy, clean exit ------------------------------------------------------------------
-check "the daemon is the same process it was" [ "$PID" = "$PID0" ] && kill -0 "$PID0"
+check "the daemon is still the same process (it never died)" kill -0 "$PID"
 check "/health is 200" code_is 200 "$URL/health"
 check "a normal completion still works" code_is 200 "$URL/v1/completions" -d '{"prompt":"after the abuse","max_tokens":4}'
 check "SIGTERM: exits 0" stop_daemon TERM

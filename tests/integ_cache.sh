@@ -31,7 +31,8 @@ PY
 
 DB=$TMP/db/cache.db
 mkdir -p "$TMP/db"
-start_daemon cache --model "$MODEL" --cache-db "$DB" || exit 1
+# --no-shm: the model file is mapped, so its hash is the cache database's to remember (below)
+start_daemon cache --model "$MODEL" --cache-db "$DB" --no-shm || exit 1
 check "the database is where --cache-db says, in WAL mode" \
     bash -c "[ -f '$DB' ] && python3 -c \"import sqlite3; print(sqlite3.connect('$DB').execute('PRAGMA journal_mode').fetchone()[0])\" | grep -qx wal"
 
@@ -110,13 +111,16 @@ check "SIGTERM: exits 0" stop_daemon TERM
 
 # ---- model hash remembered; corrupt database at start ----------------------------------------------
 check "first start computed the model's sha256" grep -q 'model sha256 [0-9a-f]\{64\} (computed' "$LOG"
-start_daemon cache2 --model "$MODEL" --cache-db "$DB" || exit 1
+start_daemon cache2 --model "$MODEL" --cache-db "$DB" --no-shm || exit 1
 check "a restart remembers it" grep -q 'model sha256 [0-9a-f]\{64\} (remembered' "$LOG"
+FILE_SHA=$(sed -n 's/.*model sha256 \([0-9a-f]\{64\}\).*/\1/p' "$LOG" | head -1)
 check "... and the cache survived the restart" [ "$(status_of "$URL/v1/completions" -d "$REQ")" = 200 -a "$(src)" = cache ]
 stop_daemon TERM
 head -c 65536 /dev/urandom > "$DB"
 rm -f "$DB-wal" "$DB-shm"
 start_daemon corrupt --model "$MODEL" --cache-db "$DB" || exit 1
+check "with the shared copy, the hash is the one the copy recorded: the same as the file's" \
+    grep -q "model sha256 $FILE_SHA (\(computed while copying\|remembered by the shared copy\))" "$LOG"
 check "corrupt database: moved aside, logged" grep -q 'cache.db was corrupt: moved to .*cache.db.corrupt-' "$LOG"
 check "... the daemon serves" [ "$(status_of "$URL/v1/completions" -d "$REQ")" = 200 -a "$(src)" = local ]
 for _ in $(seq 1 50); do [ "$(metric edgellm_cache_stores_total)" = 1 ] && break; sleep 0.05; done

@@ -138,7 +138,8 @@ check "edgellm chat --url keeps the conversation (two answers)" [ $? -eq 0 -a "$
 check "... the second turn carried the first as history" \
     python3 -c "import re,sys; p=[int(x) for x in re.findall(r'chat/completions 200 queue_ms=[0-9.]* prompt=([0-9]*)', open('$LOG').read())]; sys.exit(not (p[-1] > p[-2]))"
 "$BUILD/edgellm" chat --url "$URL" -p x --model nope > "$TMP/chat_out3" 2>&1
-check "edgellm chat reports the daemon's error and exits 1" [ $? -eq 1 ] && grep -q "HTTP 404" "$TMP/chat_out3"
+check "edgellm chat exits 1 on the daemon's error" [ $? -eq 1 ]
+check "... and reports it (HTTP 404)" grep -q "HTTP 404" "$TMP/chat_out3"
 
 # ---- SIGTERM drains: the in-flight request completes, the daemon exits 0 -------------------
 c "$URL/v1/completions" -o "$TMP/drained" -w '%{http_code}' -d '{"prompt":"a","max_tokens":200}' > "$TMP/drained_status" &

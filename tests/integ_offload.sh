@@ -44,7 +44,8 @@ check "... and its answer is cached like a local one" \
     [ "$(status_of "$EDGE/v1/completions" -d "$FORCED")" = 200 -a "$(src)" = cache ]
 c -N "$EDGE/v1/chat/completions" -D "$TMP/headers" -o "$TMP/sse" \
     -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":10,"stream":true,"stream_options":{"include_usage":true},"edgellm":{"route":"cloud"}}'
-check "route cloud, streamed: SSE passes through" [ "$(src)" = cloud ] && sse_ok "$TMP/sse" usage
+check "route cloud, streamed: answered by the cloud" [ "$(src)" = cloud ]
+check "... and its SSE passes through well-formed, with usage" sse_ok "$TMP/sse" usage
 check "... as our chunks (local id)" grep -q "\"model\":\"$ID\"" "$TMP/sse"
 check "metric: offloads by reason (requested)" [ "$(metric 'edgellm_offloads_total{reason="requested"}')" = 2 ]
 

@@ -88,7 +88,7 @@ REFUSED=$(cat "$TMP"/code* | grep -c '^503')
 ANSWERED=$(cat "$TMP"/code* | grep -c '^[0-9]')
 LOST=$((40 - SERVED - REFUSED))
 echo "info: 40 clients, queue 16: $SERVED served, $REFUSED refused with 503, $LOST lost or hung, $(python3 -c "print(round($T1 - $T0, 2))") s"
-check "40 clients: every one got 200 or 503 (none lost, none hung)" [ "$LOST" -eq 0 ] && [ "$ANSWERED" -eq 40 ]
+check "40 clients: every one got 200 or 503 (none lost, none hung)" [ "$LOST" -eq 0 -a "$ANSWERED" -eq 40 ]
 check "40 clients: at least queue + 1 were served" [ "$SERVED" -ge 17 ]
 check "40 clients: every 503 carried Retry-After" \
     bash -c "for i in \$(seq 1 40); do grep -q '^503' '$TMP/code'\$i || continue; grep -qi '^retry-after: [1-9]' '$TMP/h'\$i || exit 1; done"

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# integ_shm.sh — the CLI's use of the shared-memory model store (daemon/cli_engine.c): by
-# default it only attaches to an existing copy and never makes one, --shm makes one (cold)
-# that the next run attaches to (warm), --no-shm maps the file, --mlock needs the copy, and
-# bench --pss runs two processes on one copy. Works on a private copy of a small model, and
-# removes its segments however it ends.
+# integ_shm.sh — the shared-memory model store (engine/mstore.h) as its users see it.
+# The CLI (daemon/cli_engine.c): by default it only attaches to an existing copy and never
+# makes one, --shm makes one (cold) that the next run attaches to (warm), --no-shm maps the
+# file, --mlock needs the copy, and bench --pss runs two processes on one copy.
+# The daemon: its first start copies the model (cold), a restart attaches (warm, and loads
+# faster), the daemon and an `edgellm run --shm` share the one copy (each charged about half
+# of it in PSS), a truncated file does not touch the copy being served, --no-shm maps, and a
+# file that is no model leaves no copy behind.
+# Works on a private copy of a small model, and removes its segments however it ends.
 . "$(dirname "$0")/daemon_lib.sh"
 
 EDGELLM=$BUILD/edgellm
@@ -16,6 +20,11 @@ segments() { for s in /dev/shm/edgellm-m1-*; do [ -e "$s" ] && head -c 8192 "$s"
 remove_segments() { segments | xargs -r rm -f; }
 trap 'remove_segments; cleanup' EXIT
 
+# pss_of PID: "RSS PSS RSS-of-shmem PSS-of-shmem" in kB (/proc/PID/status, smaps_rollup).
+pss_of() {
+    echo "$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status") $(awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup")" \
+         "$(awk '/^RssShmem:/ { print $2 }' "/proc/$1/status") $(awk '/^Pss_Shmem:/ { print $2 }' "/proc/$1/smaps_rollup")"
+}
 weights_from() { "$EDGELLM" bench -m "$M" -p 8 -n 2 -r 1 "$@" 2>&1 | sed -n 's/.*weights from \(.*\), RSS.*/\1/p'; }
 
 check "default without a copy: the file" [ "$(weights_from)" = "file mapping" ]
@@ -38,5 +47,52 @@ touch -d '2001-01-01' "$M" # a new version of the file: the old copy no longer a
 check "a changed file is not served from the old copy" [ "$(weights_from)" = "file mapping" ]
 check "--shm on the changed file copies it again" [ "$(weights_from --shm)" = "shared memory, copied now (cold)" ]
 check "and the old version's copy is gone" test "$(segments | grep -c .)" = 1 -a "$(segments)" != "$seg"
+
+# ---- the daemon ------------------------------------------------------------------------------------
+remove_segments
+load_ms() { sed -n 's/.*loaded .* in \([0-9]*\) ms, weights from.*/\1/p' "$LOG" | tail -1; }
+start_daemon cold --model "$M" --no-cache || exit 1
+check "daemon, first start: copies the model into shared memory (cold)" \
+    grep -q "weights from shared memory, copied now (cold)" "$LOG"
+COLD=$(load_ms)
+check "SIGTERM: exits 0" stop_daemon TERM
+check "... and the copy outlives it" test "$(segments | grep -c .)" = 1
+start_daemon warm --model "$M" --no-cache || exit 1
+check "restarted: attaches to that copy (warm)" grep -q "weights from shared memory, attached (warm)" "$LOG"
+WARM=$(load_ms)
+echo "info: daemon model load: cold $COLD ms, warm $WARM ms ($(stat -c %s "$M") bytes)"
+check "... which loads faster than the copy did" [ "${WARM:-99999}" -lt "${COLD:-0}" ]
+check "/v1/status says where the weights come from" \
+    status_json 200 "j['model']['weights_from'] == 'shared memory, attached (warm)'" "$URL/v1/status"
+status_of "$URL/v1/completions" -d '{"prompt":"Hello","max_tokens":8}' >/dev/null # every weight page touched
+"$EDGELLM" run -m "$M" --shm -p "Once upon a time" -n 1500 --ignore-eos >/dev/null 2>"$TMP/run.err" &
+RUN=$!
+sleep 0.5
+# shared pages are charged half to each process mapping them: Pss_Shmem about RssShmem / 2
+read -r D_RSS D_PSS D_SHM D_PSHM <<< "$(pss_of "$PID")"
+read -r R_RSS R_PSS R_SHM R_PSHM <<< "$(pss_of "$RUN")"
+kill "$RUN" 2>/dev/null; wait "$RUN" 2>/dev/null
+echo "info: daemon RSS ${D_RSS} kB, PSS ${D_PSS} kB (shared copy: RSS ${D_SHM} kB, PSS ${D_PSHM} kB);" \
+     "edgellm run --shm RSS ${R_RSS} kB, PSS ${R_PSS} kB (shared copy: RSS ${R_SHM} kB, PSS ${R_PSHM} kB)"
+check "daemon + edgellm run --shm: one copy, each charged about half of it" \
+    bash -c "[ ${D_SHM:-0} -gt 1000 ] && [ ${R_SHM:-0} -gt 1000 ] &&
+             [ \$(( ${D_PSHM:-0} * 4 )) -lt \$(( ${D_SHM:-0} * 3 )) ] && [ \$(( ${R_PSHM:-0} * 4 )) -lt \$(( ${R_SHM:-0} * 3 )) ]"
+cp "$M" "$TMP/keep.gguf"
+truncate -s 4096 "$M"
+check "the model file truncated under a daemon serving the copy: nothing changes" \
+    bash -c "[ \"\$(curl -s -m 60 -o /dev/null -w '%{http_code}' '$URL/v1/completions' -d '{\"prompt\":\"a\",\"max_tokens\":4}')\" = 200 ] &&
+             [ \"\$(curl -s -m 10 -o /dev/null -w '%{http_code}' '$URL/health')\" = 200 ]"
+check "SIGTERM: exits 0" stop_daemon TERM
+cp "$TMP/keep.gguf" "$M"
+remove_segments
+start_daemon mapped --model "$M" --no-cache --no-shm || exit 1
+check "--no-shm: the daemon maps the file" grep -q "weights from file mapping;" "$LOG"
+check "... and makes no copy" test "$(segments | grep -c .)" = 0
+check "SIGTERM: exits 0" stop_daemon TERM
+head -c 100000 /dev/urandom > "$TMP/junk.gguf"
+START_WAIT="cannot load" start_daemon junk --model "$TMP/junk.gguf" || exit 1
+check "a file that is no model: refused, and its copy does not stay in memory" \
+    bash -c "! for s in /dev/shm/edgellm-m1-*; do head -c 8192 \"\$s\" 2>/dev/null; done | grep -qaF '$(realpath "$TMP")/junk.gguf'"
+check "SIGTERM: exits 0" stop_daemon TERM
 
 finish

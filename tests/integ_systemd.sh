@@ -56,11 +56,17 @@ if command -v systemd-sysusers >/dev/null; then
 fi
 
 # ---- the default configuration is one edgellmd accepts --------------------------------------
-check "edgellmd.json is valid JSON" bash -c "python3 -m json.tool '$UNITS/edgellmd.json' >/dev/null"
-mkdir -p "$TMP/state"
-if start_daemon conf --config "$UNITS/edgellmd.json" --model "$MODEL" --state-dir "$TMP/state"; then
-    check "edgellmd starts with the default config (model, TCP and socket overridden)" \
+check "edgellmd.json is valid JSON, and --check-config finds no problem" \
+    bash -c "python3 -m json.tool '$UNITS/edgellmd.json' >/dev/null && '$EDGELLMD' --check-config '$UNITS/edgellmd.json' >/dev/null 2>&1"
+mkdir -p "$TMP/state" "$TMP/models"
+ln -s "$MODEL" "$TMP/models/default.gguf" # what the config's "model": "default" names
+if START_WAIT="model ready" start_daemon conf --config "$UNITS/edgellmd.json" --models-dir "$TMP/models" \
+    --state-dir "$TMP/state"; then
+    check "edgellmd starts with the default config (models dir, TCP and socket overridden)" \
         [ "$(status_of "$URL/health")" = 200 ]
+    check "... serving the models directory's default.gguf as its default model" \
+        status_json 200 "[(m['id'], m['state'], m.get('default')) for m in j['data']] == [('default', 'loaded', True)]" \
+        "$URL/v1/models"
     stop_daemon TERM
 else
     fail "edgellmd starts with the default config" "$(tail -3 "$LOG" | tr '\n' ' ')"

@@ -21,7 +21,7 @@ SMALL=${SOAK_MODEL:-$SHARED/models/qwen2-gpt2-e128.f16.gguf}
 start_daemon soak --model "$SMALL" --queue 64 --ctx 512 --max-conns 512 --body-limit 65536 || exit 1
 echo "info: soak for $SOAK_SECONDS s on $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg)), model $(basename "$SMALL")"
 WRK=false
-have_wrk && WRK=true || echo "SKIP: wrk is not installed and could not be installed: no wrk traffic in the soak"
+have_wrk && WRK=true || fail "wrk is not installed (tools/deps.sh installs it): no wrk traffic in the soak"
 CACHED='{"prompt":"a cached answer for the soak","max_tokens":16,"temperature":0}'
 printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "'$CACHED'" > "$TMP/post.lua"
 head -c 70000 /dev/zero | tr '\0' x > "$TMP/big"
@@ -59,7 +59,7 @@ while [ $(($(date +%s) - START)) -lt "$SOAK_SECONDS" ]; do
     read -r s k e _ < "$TMP/storm"
     SERVED=$((SERVED + ${s:-0})); CANCELLED=$((CANCELLED + ${k:-0})); ERRORS=$((ERRORS + ${e:-200}))
     wait_idle || DRAIN_FAIL=$((DRAIN_FAIL + 1))
-    P=$(peak_rss_stop); [ "$P" -gt "$PEAK" ] && PEAK=$P
+    peak_rss_stop; [ "$RSS_PEAK" -gt "$PEAK" ] && PEAK=$RSS_PEAK
     R=$(rss_kb "$PID")
     [ "$ROUND" = 1 ] && RSS_FIRST=$R
     RSS_TRACE+="$R "

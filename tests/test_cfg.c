@@ -1,5 +1,6 @@
 /* test_cfg — config/cfg.c: defaults, flags, environment, JSON file, precedence, and that
- * every bad value is refused with a message naming where it came from. */
+ * every bad value is refused with a message naming where it came from; --check-config's
+ * explanations, and which settings a reload (SIGHUP) may change. */
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
@@ -240,6 +241,151 @@ START_TEST(usage_lists_every_flag_with_default)
 }
 END_TEST
 
+START_TEST(model_settings)
+{
+    cfg c;
+    err_info ei;
+    clear_env();
+    ck_assert_int_eq(LOAD(&c, &ei), 0);
+    ck_assert_str_eq(c.models_dir, "");
+    ck_assert_int_eq(c.model_keep_alive_s, 300);
+    ck_assert_int_eq(c.no_shm, 0);
+    ck_assert_int_eq(c.mlock, 0);
+    ck_assert_int_eq(c.shm_verify, 0);
+    ck_assert_int_eq(c.memory_budget_mb, 0);
+    ck_assert_int_eq(LOAD(&c, &ei, "--models-dir", "/m", "--model-keep-alive-s", "-1", "--mlock", "--shm-verify",
+                          "--memory-budget-mb=2048"),
+                     0);
+    ck_assert_str_eq(c.models_dir, "/m");
+    ck_assert_int_eq(c.model_keep_alive_s, -1);
+    ck_assert_int_eq(c.mlock, 1);
+    ck_assert_int_eq(c.shm_verify, 1);
+    ck_assert_int_eq(c.memory_budget_mb, 2048);
+    ck_assert_int_eq(LOAD(&c, &ei, "--model-keep-alive-s", "-2"), -ERR_RANGE);
+    ck_assert_int_eq(LOAD(&c, &ei, "--mlock", "--no-shm"), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "no-shm"));
+}
+END_TEST
+
+typedef struct reported {
+    int n;
+    char text[8][ERR_MSG_MAX];
+} reported;
+
+static void collect(void *ud, const char *problem)
+{
+    reported *r = ud;
+    if (r->n < 8)
+        snprintf(r->text[r->n], sizeof r->text[0], "%s", problem);
+    r->n++;
+}
+
+/* --check-config goes on past a bad key and explains each: the nearest known key for a typo,
+ * what type was expected and found, the range and purpose of a setting. */
+START_TEST(check_file_explains_every_problem)
+{
+    cfg c;
+    err_info ei = {0};
+    reported r = {0};
+    char *path = write_file("{\"qeue\": 3, \"port\": true, \"queue\": 99999, \"max-tokens\": 5,\n"
+                            " \"no_cache\": \"maybe\", \"threads\": 2, \"frobnicate\": 1}");
+    ck_assert_int_eq(cfg_check_file(&c, path, collect, &r, &ei), 6);
+    ck_assert_int_eq(r.n, 6);
+    ck_assert_ptr_nonnull(strstr(r.text[0], "\"qeue\" is not a setting; did you mean \"queue\"?"));
+    ck_assert_ptr_nonnull(strstr(r.text[1], "\"port\": expected a number, got a boolean"));
+    ck_assert_ptr_nonnull(strstr(r.text[2], "\"queue\": 99999 is outside [0, 4096] (requests allowed to wait"));
+    ck_assert_ptr_nonnull(strstr(r.text[3], "did you mean \"max_tokens\"?"));
+    ck_assert_ptr_nonnull(strstr(r.text[4], "'maybe' is not one of true|false"));
+    ck_assert_ptr_nonnull(strstr(r.text[5], "\"frobnicate\" is not a setting (edgellmd --help"));
+    ck_assert_int_eq(c.threads, 2); /* the good keys still apply */
+    unlink(path);
+    /* a whole-file problem is one more */
+    r.n = 0;
+    path = write_file("{\"host\": \"\", \"socket\": \"\"}");
+    ck_assert_int_eq(cfg_check_file(&c, path, collect, &r, &ei), 1);
+    ck_assert_ptr_nonnull(strstr(r.text[0], "nothing to listen on"));
+    unlink(path);
+    r.n = 0;
+    path = write_file("{\"port\": 1, \"queue\": 2}");
+    ck_assert_int_eq(cfg_check_file(&c, path, collect, &r, &ei), 0);
+    ck_assert_int_eq(r.n, 0);
+    unlink(path);
+    /* unreadable, or not an object at all: an error, with the line */
+    path = write_file("{\"port\": 1,\n \"queue\" 2}");
+    ck_assert_int_eq(cfg_check_file(&c, path, collect, &r, &ei), -ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "syntax error at line 2"));
+    unlink(path);
+    ck_assert_int_eq(cfg_check_file(&c, "/nonexistent/x.json", collect, &r, &ei), -ENOENT);
+    /* cfg_load still stops at the first problem */
+    path = write_file("{\"qeue\": 3, \"port\": true}");
+    ck_assert_int_eq(LOAD(&c, &ei, "--config", path), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(ei.msg, "did you mean \"queue\""));
+    unlink(path);
+}
+END_TEST
+
+typedef struct change {
+    char name[32];
+    bool live;
+    char was[32], now[32];
+} change;
+
+typedef struct changes {
+    int n;
+    change c[8];
+} changes;
+
+static void changed(void *ud, const char *name, bool live, const char *was, const char *now)
+{
+    changes *ch = ud;
+    ck_assert_int_lt(ch->n, 8);
+    change *c = &ch->c[ch->n++];
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->live = live;
+    snprintf(c->was, sizeof c->was, "%s", was);
+    snprintf(c->now, sizeof c->now, "%s", now);
+}
+
+/* SIGHUP: live settings change, the others are reported and kept at their running value. */
+START_TEST(reload_applies_live_settings_only)
+{
+    cfg running, next;
+    err_info ei;
+    clear_env();
+    ck_assert_int_eq(LOAD(&running, &ei, "--queue", "16", "--port", "8080", "--offload-mode", "off"), 0);
+    ck_assert_int_eq(LOAD(&next, &ei, "--queue", "2", "--port", "9090", "--offload-mode", "prefer",
+                          "--model-keep-alive-s", "5", "--threads", "3"),
+                     0);
+    changes ch = {0};
+    ck_assert_int_eq(cfg_reload(&next, &running, changed, &ch), 3);
+    ck_assert_int_eq(ch.n, 5);
+    ck_assert_int_eq(next.queue, 2);
+    ck_assert_int_eq(next.offload_mode, CFG_OFFLOAD_PREFER);
+    ck_assert_int_eq(next.model_keep_alive_s, 5);
+    ck_assert_int_eq(next.port, 8080); /* needs a restart: back to what runs */
+    ck_assert_int_eq(next.threads, 0);
+    for (int i = 0; i < ch.n; i++) {
+        const change *c = &ch.c[i];
+        if (!strcmp(c->name, "queue"))
+            ck_assert(c->live && !strcmp(c->was, "16") && !strcmp(c->now, "2"));
+        else if (!strcmp(c->name, "offload-mode"))
+            ck_assert(c->live && !strcmp(c->was, "off") && !strcmp(c->now, "prefer"));
+        else if (!strcmp(c->name, "port") || !strcmp(c->name, "threads"))
+            ck_assert(!c->live);
+        else
+            ck_assert_str_eq(c->name, "model-keep-alive-s");
+    }
+    /* nothing changed: nothing reported */
+    ch.n = 0;
+    ck_assert_int_eq(cfg_reload(&next, &next, changed, &ch), 0);
+    ck_assert_int_eq(ch.n, 0);
+    char buf[8192];
+    cfg_usage(buf, sizeof buf);
+    ck_assert_ptr_nonnull(strstr(buf, "(default 16) [reloadable]"));
+    ck_assert_ptr_nonnull(strstr(buf, "(default 8080)\n"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cfg");
@@ -252,6 +398,9 @@ int main(void)
     tcase_add_test(tc, json_file_errors);
     tcase_add_test(tc, booleans_and_choices);
     tcase_add_test(tc, usage_lists_every_flag_with_default);
+    tcase_add_test(tc, model_settings);
+    tcase_add_test(tc, check_file_explains_every_problem);
+    tcase_add_test(tc, reload_applies_live_settings_only);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,8 +1,9 @@
 /* test_mapguard — daemon/mapguard.c: a file mapping whose file is truncated underneath it.
  * Reads of the guarded range past the new end give zeros and are counted (on any thread,
- * and again without a second fault); the pages still in the file keep their bytes; a
- * SIGBUS outside the guarded range, or after disarming, still kills the process with SIGBUS
- * (checked in a child). */
+ * and again without a second fault, against the right range when several are guarded);
+ * the pages still in the file keep their bytes; the table of ranges is bounded and its
+ * slots are reused; a SIGBUS outside every guarded range, after disarming, or sent by kill
+ * still kills the process with SIGBUS (checked in a child). */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -64,14 +65,16 @@ START_TEST(truncated_pages_read_as_zeros)
 {
     mapped m = map_file("guarded");
     err_info ei = {0};
-    ck_assert_msg(mapguard_arm(m.p, m.size, &ei) == 0, "%s", ei.msg);
+    mapguard *g;
+    ck_assert_msg(mapguard_arm(&g, m.p, m.size, &ei) == 0, "%s", ei.msg);
     ck_assert_uint_eq(read_all(&m), 0xABull * m.size);
     ck_assert_int_eq(ftruncate(m.fd, (off_t)(KEPT * m.page)), 0);
     ck_assert_uint_eq(read_all(&m), 0xABull * KEPT * m.page); /* the rest are zeros now */
-    ck_assert_uint_eq(mapguard_faults(), PAGES - KEPT);
+    ck_assert_uint_eq(mapguard_faults(g), PAGES - KEPT);
     ck_assert_uint_eq(read_all(&m), 0xABull * KEPT * m.page);
-    ck_assert_uint_eq(mapguard_faults(), PAGES - KEPT); /* each page faulted once */
-    mapguard_disarm();
+    ck_assert_uint_eq(mapguard_faults(g), PAGES - KEPT); /* each page faulted once */
+    mapguard_disarm(g);
+    ck_assert_uint_eq(mapguard_faults(NULL), 0);
     unmap_file(&m);
 }
 END_TEST
@@ -85,35 +88,63 @@ START_TEST(a_fault_on_another_thread_is_handled_too)
 {
     mapped m = map_file("threaded");
     err_info ei = {0};
-    ck_assert_int_eq(mapguard_arm(m.p, m.size, &ei), 0);
+    mapguard *g;
+    ck_assert_int_eq(mapguard_arm(&g, m.p, m.size, &ei), 0);
     ck_assert_int_eq(ftruncate(m.fd, 0), 0);
     pthread_t t;
     void *sum;
     pthread_create(&t, NULL, read_in_thread, &m);
     pthread_join(t, &sum);
     ck_assert_uint_eq((uintptr_t)sum, 0);
-    ck_assert_uint_eq(mapguard_faults(), PAGES);
-    mapguard_disarm();
+    ck_assert_uint_eq(mapguard_faults(g), PAGES);
+    mapguard_disarm(g);
     unmap_file(&m);
 }
 END_TEST
 
-START_TEST(one_range_at_a_time)
+START_TEST(faults_count_against_their_own_range)
+{
+    mapped a = map_file("first"), b = map_file("second");
+    err_info ei = {0};
+    mapguard *ga, *gb;
+    ck_assert_int_eq(mapguard_arm(&ga, a.p, a.size, &ei), 0);
+    ck_assert_int_eq(mapguard_arm(&gb, b.p, b.size, &ei), 0);
+    ck_assert_int_eq(ftruncate(b.fd, (off_t)(KEPT * b.page)), 0);
+    ck_assert_uint_eq(read_all(&a), 0xABull * a.size);
+    ck_assert_uint_eq(read_all(&b), 0xABull * KEPT * b.page);
+    ck_assert_uint_eq(mapguard_faults(ga), 0);
+    ck_assert_uint_eq(mapguard_faults(gb), PAGES - KEPT);
+    mapguard_disarm(gb);
+    mapguard_disarm(ga);
+    unmap_file(&b);
+    unmap_file(&a);
+}
+END_TEST
+
+START_TEST(the_table_is_bounded_and_its_slots_reused)
 {
     mapped m = map_file("busy");
     err_info ei = {0};
-    ck_assert_int_eq(mapguard_arm(m.p, m.size, &ei), 0);
-    ck_assert_int_eq(mapguard_arm(m.p, m.size, &ei), -EBUSY);
-    mapguard_disarm();
-    ck_assert_int_eq(mapguard_arm(m.p, m.size, &ei), 0);
-    mapguard_disarm();
+    mapguard *g[MAPGUARD_MAX], *more;
+    for (int i = 0; i < MAPGUARD_MAX; i++)
+        ck_assert_int_eq(mapguard_arm(&g[i], m.p, m.size, &ei), 0);
+    ck_assert_int_eq(mapguard_arm(&more, m.p, m.size, &ei), -EBUSY);
+    ck_assert_ptr_null(more);
+    mapguard_disarm(g[3]);
+    ck_assert_int_eq(mapguard_arm(&more, m.p, m.size, &ei), 0);
+    ck_assert_ptr_eq(more, g[3]);
+    for (int i = 0; i < MAPGUARD_MAX; i++)
+        mapguard_disarm(g[i]);
     unmap_file(&m);
 }
 END_TEST
 
-/* The wait status of a child that guards an unrelated range (or the victim's, then disarms),
- * truncates the victim file and reads its mapping. */
-static int status_of_child_reading(bool guard_other_range, bool disarm_first)
+typedef enum child_case { GUARD_OTHER_RANGE, DISARM_FIRST, KILL_BUS } child_case;
+
+/* The wait status of a child that guards an unrelated range (or the victim's, then disarms
+ * it), truncates the victim file and reads its mapping; or one that guards the victim's
+ * range and is sent SIGBUS by kill. */
+static int status_of_child(child_case what)
 {
     mapped other = map_file("victim");
     pid_t pid = fork();
@@ -121,9 +152,17 @@ static int status_of_child_reading(bool guard_other_range, bool disarm_first)
     if (pid == 0) {
         err_info ei = {0};
         static uint8_t unrelated[1 << 16];
-        mapguard_arm(guard_other_range ? unrelated : other.p, guard_other_range ? sizeof unrelated : other.size, &ei);
-        if (disarm_first)
-            mapguard_disarm();
+        mapguard *g;
+        if (what == GUARD_OTHER_RANGE)
+            mapguard_arm(&g, unrelated, sizeof unrelated, &ei);
+        else
+            mapguard_arm(&g, other.p, other.size, &ei);
+        if (what == DISARM_FIRST)
+            mapguard_disarm(g);
+        if (what == KILL_BUS) {
+            kill(getpid(), SIGBUS); /* delivered before kill returns */
+            _exit(4);               /* survived: the test fails */
+        }
         if (ftruncate(other.fd, 0) < 0)
             _exit(3);
         read_all(&other);
@@ -137,14 +176,21 @@ static int status_of_child_reading(bool guard_other_range, bool disarm_first)
 
 START_TEST(a_fault_outside_the_range_still_kills)
 {
-    int status = status_of_child_reading(true, false);
+    int status = status_of_child(GUARD_OTHER_RANGE);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "the child ended with status %#x", status);
 }
 END_TEST
 
 START_TEST(a_fault_after_disarming_still_kills)
 {
-    int status = status_of_child_reading(false, true);
+    int status = status_of_child(DISARM_FIRST);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "the child ended with status %#x", status);
+}
+END_TEST
+
+START_TEST(a_sigbus_sent_by_kill_still_kills)
+{
+    int status = status_of_child(KILL_BUS);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "the child ended with status %#x", status);
 }
 END_TEST
@@ -156,9 +202,11 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, truncated_pages_read_as_zeros);
     tcase_add_test(tc, a_fault_on_another_thread_is_handled_too);
-    tcase_add_test(tc, one_range_at_a_time);
+    tcase_add_test(tc, faults_count_against_their_own_range);
+    tcase_add_test(tc, the_table_is_bounded_and_its_slots_reused);
     tcase_add_test(tc, a_fault_outside_the_range_still_kills);
     tcase_add_test(tc, a_fault_after_disarming_still_kills);
+    tcase_add_test(tc, a_sigbus_sent_by_kill_still_kills);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -297,6 +297,81 @@ START_TEST(free_drops_what_waits)
 }
 END_TEST
 
+/* SIGHUP's new queue size: growing admits more at once; shrinking keeps what waits and
+ * refuses new items until the queue is back under the new size. */
+START_TEST(capacity_changes_live)
+{
+    rec r;
+    sched *s = start_busy(&r, 1);
+    err_info ei = {0};
+    ck_assert_int_eq(sched_submit(s, ITEM(2), INT64_MAX), 0);
+    ck_assert_int_eq(sched_submit(s, ITEM(3), INT64_MAX), -ERR_BUSY);
+    ck_assert_int_eq(sched_set_capacity(s, 3, &ei), 0);
+    ck_assert_int_eq(sched_submit(s, ITEM(3), INT64_MAX), 0);
+    ck_assert_int_eq(sched_submit(s, ITEM(4), INT64_MAX), 0);
+    ck_assert_int_eq(sched_submit(s, ITEM(5), INT64_MAX), -ERR_BUSY);
+    ck_assert_int_eq(sched_set_capacity(s, 1, &ei), 0);
+    sched_stats st;
+    sched_get_stats(s, &st);
+    ck_assert_int_eq(st.capacity, 1);
+    ck_assert_int_eq(st.depth, 3); /* nothing waiting was dropped */
+    ck_assert_int_eq(sched_submit(s, ITEM(5), INT64_MAX), -ERR_BUSY);
+    ck_assert_int_eq(sched_set_capacity(s, -1, &ei), -EINVAL);
+    open_gate(&r, 4);
+    wait_settled(&r, 4);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(r.ran[i], i + 1);
+    wait_served(s, 4);
+    ck_assert_int_eq(sched_submit(s, ITEM(6), INT64_MAX), 0);
+    open_gate(&r, 1);
+    wait_settled(&r, 5);
+    sched_free(s);
+}
+END_TEST
+
+typedef struct chore_rec {
+    int calls;
+    int running_at_call;   /* the item inside run when the chore ran: must be 0 */
+} chore_rec;
+
+static chore_rec chores;
+
+static void chore(void *ud)
+{
+    rec *r = ud;
+    pthread_mutex_lock(&r->mu);
+    chores.calls++;
+    chores.running_at_call |= r->running;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The chore runs on the worker between items, once per burst of pokes. */
+START_TEST(chore_runs_between_items)
+{
+    rec r;
+    chores = (chore_rec){0};
+    sched *s = start_busy(&r, 4);
+    sched_set_chore(s, chore);
+    ck_assert_int_eq(sched_submit(s, ITEM(2), INT64_MAX), 0);
+    sched_poke(s);
+    sched_poke(s);
+    nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+    ck_assert_int_eq(chores.calls, 0); /* item 1 still runs */
+    open_gate(&r, 2);
+    wait_settled(&r, 2);
+    wait_served(s, 2);
+    ck_assert_int_eq(chores.calls, 1);
+    ck_assert_int_eq(chores.running_at_call, 0);
+    sched_poke(s); /* an idle worker does it at once */
+    pthread_mutex_lock(&r.mu);
+    while (chores.calls < 2)
+        pthread_cond_wait(&r.cv, &r.mu);
+    pthread_mutex_unlock(&r.mu);
+    sched_free(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sched");
@@ -310,6 +385,8 @@ int main(void)
     tcase_add_test(tc, retry_after_scales_with_queue);
     tcase_add_test(tc, stop_drops_queue_and_refuses);
     tcase_add_test(tc, free_drops_what_waits);
+    tcase_add_test(tc, capacity_changes_live);
+    tcase_add_test(tc, chore_runs_between_items);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

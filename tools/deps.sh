@@ -7,7 +7,8 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libsqlite3-dev check
       libpcre2-dev libcurl4-openssl-dev curl python3
       clang libclang-rt-dev    # clang: `make fuzz` (libFuzzer)
-      systemd)                 # systemd-analyze: the unit files' verification and security score
+      systemd                  # systemd-analyze: the unit files' verification and security score
+      valgrind wrk)            # `make valgrind`; the load tests' HTTP benchmark
 # The integration tests drive the daemon with the official `openai` npm package. Node may come
 # from elsewhere (NodeSource bundles npm and conflicts with Debian's npm), so Debian's packages
 # are requested only when the commands are missing.
