@@ -8,7 +8,9 @@
 [ -x "$EDGELLMD" ] || { echo "FAIL: $EDGELLMD not built"; exit 1; }
 [ -f "$MODEL" ] || { echo "FAIL: model $MODEL missing (SHARED=$SHARED)"; exit 1; }
 
-start_daemon main --model "$MODEL" --read-timeout-ms 1500 --body-limit 65536 || exit 1
+# a long grace: the SIGTERM drain below must let its 200-token request finish even when the
+# daemon runs 50 times slower (make valgrind)
+start_daemon main --model "$MODEL" --read-timeout-ms 1500 --body-limit 65536 --grace-ms 300000 || exit 1
 ID=$(basename "$MODEL" .gguf)
 
 # ---- health, models, status, metrics -----------------------------------------------------
