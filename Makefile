@@ -158,10 +158,15 @@ bench: all $(BENCH_FILES)
 	done
 
 # `make bench-http`: the same greedy generation through `edgellm run` and through edgellmd's
-# HTTP API (TCP and Unix socket), side by side: what the daemon path costs. BENCH_HTTP_ARGS
-# adds options (e.g. "-r 10 -n 128").
-bench-http: all $(BENCH_DIR)/tinyllama-1.1b.Q4_0.gguf
-	EDGELLM_BUILD=$(BUILD) tools/http_overhead.py -m $(BENCH_DIR)/tinyllama-1.1b.Q4_0.gguf $(BENCH_HTTP_ARGS)
+# HTTP API (TCP and Unix socket), side by side: what the daemon path costs. The file has the
+# TinyLlama shape and Llama's real SentencePiece vocabulary (from $(SHARED)), so that every
+# generated token is text the client sees arrive. BENCH_HTTP_ARGS adds options ("-r 10 -n 128").
+BENCH_HTTP_MODEL := $(BENCH_DIR)/tinyllama-1.1b.Q4_0.llama-vocab.gguf
+$(BENCH_HTTP_MODEL): | $(BUILD)/edgellm
+	@mkdir -p $(dir $@)
+	$(BUILD)/edgellm mkmodel --shape tinyllama-1.1b --type Q4_0 --vocab $(SHARED)/tokenizer/ggml-vocab-llama-spm.gguf -o $@
+bench-http: all $(BENCH_HTTP_MODEL)
+	EDGELLM_BUILD=$(BUILD) tools/http_overhead.py -m $(BENCH_HTTP_MODEL) $(BENCH_HTTP_ARGS)
 
 # `make fuzz`: every libFuzzer harness (clang, ASan+UBSan) for FUZZ_SECONDS each, in its own
 # build tree (clang objects must not mix with the gcc ones).

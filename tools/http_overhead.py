@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """http_overhead.py — what serving through edgellmd costs over running the engine directly.
 
-The same greedy generation (same model, prompt, thread count, max tokens) is timed R times
+The same greedy generation (same model, prompt length, thread count, max tokens) is timed R times
 with `edgellm run` (its own report: first token, decode tokens/s) and R times as a streaming
 /v1/completions request to a freshly started edgellmd (over TCP on 127.0.0.1 and over its
 Unix socket), where the client measures time to the first text chunk and decode tokens/s
-from the first chunk to the last. The response cache is off, so every request computes.
+from the first chunk to the last. The response cache is off, and every request's prompt
+starts differently (a number), so neither the cache nor a reused KV prefix skips the prefill.
 Prints the medians side by side and the ratio.
 
-  tools/http_overhead.py -m build/bench/tinyllama-1.1b.Q4_0.gguf [-t 2] [-n 64] [-r 5]
+  tools/http_overhead.py -m MODEL.gguf [-t 2] [-n 64] [-r 5]
 
-`make bench-http` runs it on the TinyLlama-shaped Q4_0 bench file.
+`make bench-http` runs it on a TinyLlama-shaped Q4_0 file with Llama's vocabulary. The model
+needs a real vocabulary: the client times the text chunks it receives, and a token without
+text sends none.
 """
 import argparse
 import http.client
@@ -39,9 +42,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def run_cli(args):
+def prompt(i):
+    """The i-th prompt: the same length for every i, different from the first token on."""
+    return f"{i:03d}. {PROMPT}"
+
+
+def run_cli(args, text):
     """(first token ms, decode t/s, generated) from one `edgellm run`."""
-    out = subprocess.run([args.edgellm, "run", "-m", args.model, "-p", PROMPT, "-n", str(args.n), "--temp", "0",
+    out = subprocess.run([args.edgellm, "run", "-m", args.model, "-p", text, "-n", str(args.n), "--temp", "0",
                           "-t", str(args.threads)], capture_output=True, text=True, check=True)
     m = re.search(r"generated: (\d+) tokens in [\d.]+ ms \(([\d.]+) t/s\) \| first token ([\d.]+) ms", out.stderr)
     if not m:
@@ -49,9 +57,9 @@ def run_cli(args):
     return float(m.group(3)), float(m.group(2)), int(m.group(1))
 
 
-def run_http(conn, args):
+def run_http(conn, args, text):
     """(first chunk ms, decode t/s, generated) from one streaming request, measured by the client."""
-    body = json.dumps({"prompt": PROMPT, "max_tokens": args.n, "temperature": 0, "stream": True,
+    body = json.dumps({"prompt": text, "max_tokens": args.n, "temperature": 0, "stream": True,
                        "stream_options": {"include_usage": True}})
     t0 = time.perf_counter()
     conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json", "Cache-Control": "no-store"})
@@ -116,13 +124,13 @@ def main():
         proc, port, sock = start_daemon(args, tmp)
         try:
             tcp, unix = http.client.HTTPConnection("127.0.0.1", port, timeout=300), UnixHTTPConnection(sock)
-            run_http(tcp, args)  # warm-up: page the weights in
+            run_http(tcp, args, prompt(999))  # warm-up: page the weights in
             # interleaved, so that a change in machine load hits every path alike
             cli, over_tcp, over_unix = [], [], []
-            for _ in range(args.repeats):
-                cli.append(run_cli(args))
-                over_tcp.append(run_http(tcp, args))
-                over_unix.append(run_http(unix, args))
+            for i in range(args.repeats):
+                cli.append(run_cli(args, prompt(3 * i)))
+                over_tcp.append(run_http(tcp, args, prompt(3 * i + 1)))
+                over_unix.append(run_http(unix, args, prompt(3 * i + 2)))
         finally:
             proc.terminate()
             proc.wait()
