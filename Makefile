@@ -58,7 +58,7 @@ help:
 	@echo "make run        install missing packages, build, run on the demo model (MODEL=file.gguf for another)"
 	@echo "make test       install missing packages, build, run every suite"
 	@echo "make asan       the tests again under AddressSanitizer + UBSan (in build-asan/)"
-	@echo "make valgrind   the abuse, daemon and fault scripts with edgellmd under valgrind (memcheck)"
+	@echo "make valgrind   the abuse, daemon, cache, models and fault scripts with edgellmd under valgrind (memcheck)"
 	@echo "make soak       load and abuse round after round for SOAK_SECONDS (default 600); RSS must not grow"
 	@echo "make test-aarch64  cross-build the engine suites for aarch64 and run them under qemu"
 	@echo "make fuzz       libFuzzer+ASan+UBSan on the parsers, FUZZ_SECONDS (default 60) each"
@@ -182,13 +182,17 @@ asan: deps
 # `make valgrind`: integration scripts with the daemon under memcheck (EDGELLMD_WRAPPER, see
 # tests/daemon_lib.sh): a memory error or a definite leak at exit fails the script. The subset
 # covers every request path (abuse: hostile HTTP and JSON, slowloris; daemon: the routes,
-# streaming, cancellation) and the SIGBUS guard (faults, without the kill -9 rounds: those test
-# SQLite, not our memory), within a few minutes on 2 cores.
+# streaming, cancellation), the response cache (cache: hits, replay, corrupt and full disks),
+# several models (models: load, switch, unload, budget) and the SIGBUS guard (faults, without the
+# kill -9 rounds: those test SQLite, not our memory), in about 10 minutes on 2 cores. Left out:
+# scripts whose point is timing or load (queue, load, offload's queue-full and deadline
+# triggers), which valgrind's 50-fold slowdown turns into different scenarios; those daemon
+# paths run under ASan in `make asan`. Speed checks say SKIP under a wrapper (check_timing).
 # (allregs-at-mem-access: a read that faulted is restarted after the SIGBUS guard mapped
 # zeros under it, which needs every register exact at memory accesses, not only SP and PC)
 VALGRIND ?= valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
             --vex-iropt-register-updates=allregs-at-mem-access
-VALGRIND_SCRIPTS ?= tests/integ_abuse.sh tests/integ_daemon.sh tests/integ_faults.sh
+VALGRIND_SCRIPTS ?= tests/integ_abuse.sh tests/integ_daemon.sh tests/integ_cache.sh tests/integ_models.sh tests/integ_faults.sh
 valgrind: deps
 	@$(MAKE) --no-print-directory all
 	@fail=0; for s in $(VALGRIND_SCRIPTS); do \

@@ -145,6 +145,16 @@ rss_meaningful() {
     [ -z "${EDGELLMD_WRAPPER:-}" ] && ! ldd "$EDGELLMD" 2>/dev/null | grep -q 'libasan\|libtsan\|libmsan'
 }
 
+# check_timing NAME COMMAND...: a check of how fast the daemon is. Natively a check; under a
+# wrapper such as valgrind, which runs the daemon ~50 times slower, a SKIP line.
+check_timing() {
+    if [ -z "${EDGELLMD_WRAPPER:-}" ]; then
+        check "$@"
+    else
+        echo "SKIP: $1: no time bound with edgellmd under $EDGELLMD_WRAPPER"
+    fi
+}
+
 # check_rss NAME KB BOUND_KB: the check that KB <= BOUND_KB, where RSS means something; a
 # SKIP line otherwise.
 check_rss() {
