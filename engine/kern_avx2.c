@@ -363,6 +363,7 @@ KX_INLINE __m256i dot_groups(const __m256i *q, const __m256i *sign_src, const ui
                              __m256i scale)
 {
     __m256i sum = _mm256_setzero_si256();
+#pragma GCC unroll 8
     for (int g0 = 0; g0 < ngroups; g0 += per16) {
         __m256i s16 = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -393,32 +394,14 @@ typedef struct panelk {
 } panelk;
 enum { K_CHUNK = KT_PANEL_BYTES / sizeof(panelk) };
 
-/* -- float weights: a block is 16 bytes of a row (4 F32 or 8 F16/BF16 weights), unpacked
- * to floats: w[e] lane r is weight e of row r. */
-typedef struct panelf {
-    __m256 w[8];
-} panelf;
-
-/* What tile32, tilek and tilef need to know of a type: whether it has mins (Q8_1's s), its
- * largest level (how many pair sums int16 holds) or signed levels (Q8_0); how many
- * sub-blocks a K block has; how many float weights a block has. */
-typedef struct traits32 {
-    bool has_min;
-    int levels_max;
-    bool is_signed;
-} traits32;
-typedef struct traitsk {
-    int nsub, levels_max;
-} traitsk;
-typedef struct traitsf {
-    int elems;
-} traitsf;
-
 typedef __m256i vint;
 typedef __m256 vfloat;
 /* maddubs takes unsigned levels; madd takes sub-block scales and corr as int16 pairs
  * (kern_tile_isa.h) */
 enum { SIGNED_LEVELS = 0, SCALE_PAIRS = 1, CORR_PAIRS = 1 };
+
+KX_INLINE __m256 vf_fma(__m256 acc, __m256 a, __m256 b) { return _mm256_fmadd_ps(a, b, acc); }
+KX_INLINE __m256 vf_splat(float s) { return _mm256_set1_ps(s); }
 
 #include "kern_tile_isa.h"
 
@@ -434,102 +417,49 @@ KX_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
     p->d = gather_f16(row, off);
 }
 
-/* Per block, Σ levels·y from the offset's share, times d·d_y; affine types add m·s_y.
- * levels_max picks the int16 grouping; Q8_0 (signed) takes the sign trick. */
-KTI_INLINE void tile32(source32 *src, size_t block_bytes, unpack32_fn unpack, int nb, const uint8_t *x,
-                       size_t x_stride, const kt_act *t, int t_stride, float *out, size_t out_stride, int nrows,
-                       bool accumulate, int nc, traits32 tr)
+/* Pair sums in int16 over as many dwords as the largest level allows, widened by madd;
+ * Q8_0 (signed) takes the sign trick. */
+KTI_INLINE kv_sum block_dot32(const panel32 *p, const uint8_t *y, int32_t offset, bool split, traits32 tr)
 {
-    const size_t ybytes = tr.has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
-    const size_t qs = tr.has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
+    (void)split; /* dot_groups' int16 sums already make several chains */
     const int per16 = tr.is_signed ? 1 : tr.levels_max < 16 ? 8 : 4;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        acc[c] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        panel32 p;
-        src_block(src, b, block_bytes, unpack, &p);
-#pragma GCC unroll 8
-        for (int c = 0; c < nc; c++) {
-            const uint8_t *y = x + (size_t)c * x_stride + (size_t)b * ybytes + qs;
-            const kt_act *a = &t[c * t_stride + b];
-            const __m256i sum = _mm256_add_epi32(_mm256_set1_epi32(a->offset),
-                                                 dot_groups(p.q, tr.is_signed ? p.sign : NULL, y, 8, per16, ones));
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(p.d, _mm256_set1_ps(a->d)), acc[c]);
-            if (tr.has_min)
-                acc[c] = _mm256_fmadd_ps(p.m, _mm256_set1_ps(a->s), acc[c]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+    return (kv_sum)_mm256_add_epi32(_mm256_set1_epi32(offset), dot_groups(p->q, tr.is_signed ? p->sign : NULL, y, 8,
+                                                                           per16, _mm256_set1_epi16(1)));
 }
 
-KT_TILE32(q4_0, q8_0, kx_act_offset8, ((traits32){false, 15, false}), true)
-KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true, 15, false}), true)
-KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}), true)
-KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}), true)
-KT_TILE32(q8_0, q8_0, kx_act_q8_0, ((traits32){false, 127, true}), false)
+KT_TILE32(q4_0, q8_0, kx_act_offset8, ((traits32){false, 15, false}))
+KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true, 15, false}))
+KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}))
+KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}))
+KT_TILE32_MATVEC(q8_0, q8_0, kx_act_q8_0, ((traits32){false, 127, true}), NULL)
 
-/* Per K block, Σ_s (pair sums of sub-block s in int16, madd by its scale) times d·d_y,
- * plus Σ corr·bsums times d2·d_y. */
-KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
-                      int nrows, bool accumulate, int nc, traitsk tr)
+/* Per column and sub-block, its pair sums in int16, madd by its scale. */
+KTI_INLINE void block_dotk(const panelk *p, const qt_block_q8_k *const y[], int nc, kv_sum tot[], traitsk tr)
 {
-    const int nsub = tr.nsub, per = 64 / nsub, per16 = tr.levels_max < 16 ? 8 : tr.levels_max < 32 ? 4 : 2;
-    __m256 acc[4];
-#pragma GCC unroll 4
-    for (int c = 0; c < nc; c++)
-        acc[c] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-#pragma GCC unroll 4
-        for (int c = 0; c < nc; c++) {
-            const qt_block_q8_k *y = (const qt_block_q8_k *)(x + (size_t)c * x_stride) + b;
-            __m256i tot = _mm256_setzero_si256(), corr = _mm256_setzero_si256();
-            for (int s = 0; s < nsub; s++)
-                tot = _mm256_add_epi32(tot, dot_groups(p[b].q + per * s, NULL, (const uint8_t *)y->qs + 4 * per * s,
-                                                       per, per16 < per ? per16 : per, p[b].sc[s]));
+    const int per = 64 / tr.nsub, per16 = tr.levels_max < 16 ? 8 : tr.levels_max < 32 ? 4 : 2;
 #pragma GCC unroll 8
-            for (int k = 0; k < 8; k++)
-                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(p[b].corr[k], bcast32(y->bsums + 2 * k)));
-            const __m256 dy = _mm256_set1_ps(y->d);
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(p[b].d, dy), acc[c]);
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(corr), _mm256_mul_ps(p[b].d2, dy), acc[c]);
-        }
+    for (int c = 0; c < nc; c++) {
+        __m256i t = _mm256_setzero_si256();
+        for (int s = 0; s < tr.nsub; s++)
+            t = _mm256_add_epi32(t, dot_groups(p->q + per * s, NULL, (const uint8_t *)y[c]->qs + 4 * per * s, per,
+                                               per16 < per ? per16 : per, p->sc[s]));
+        tot[c] = (kv_sum)t;
     }
-#pragma GCC unroll 4
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
 }
 
-KT_TILEK(q4_k, ((traitsk){8, 15}))
-KT_TILEK(q5_k, ((traitsk){8, 31}))
-KT_TILEK(q6_k, ((traitsk){16, 63}))
-
-/* -- float weights ------------------------------------------------------------ */
-
-/* Per weight, its vector of rows times the column's activation, broadcast. */
-KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
-                      int nrows, bool accumulate, int nc, traitsf tr)
+/* madd of each int16 pair of corr with the pair bsums[2k], bsums[2k+1]. */
+KTI_INLINE kv_sum block_corrk(const panelk *p, const qt_block_q8_k *y)
 {
-    __m256 acc[8];
+    __m256i corr = _mm256_setzero_si256();
 #pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        acc[c] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++)
-#pragma GCC unroll 8
-        for (int e = 0; e < tr.elems; e++)
-#pragma GCC unroll 8
-            for (int c = 0; c < nc; c++)
-                acc[c] = _mm256_fmadd_ps(p[b].w[e],
-                                         _mm256_set1_ps(((const float *)(x + (size_t)c * x_stride))[b * tr.elems + e]),
-                                         acc[c]);
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+    for (int k = 0; k < 8; k++)
+        corr = _mm256_add_epi32(corr, _mm256_madd_epi16(p->corr[k], bcast32(y->bsums + 2 * k)));
+    return (kv_sum)corr;
 }
+
+KT_TILEK(q4_k, ((traitsk){8, true, 15}))
+KT_TILEK(q5_k, ((traitsk){8, true, 31}))
+KT_TILEK(q6_k, ((traitsk){16, false, 63}))
 
 KT_TILEF(f32, 4)
 KT_TILEF(f16, 8)

@@ -401,6 +401,9 @@ typedef float32x4_t vfloat;
  * (kern_tile_isa.h) */
 enum { SIGNED_LEVELS = 1, SCALE_PAIRS = 0, CORR_PAIRS = 0 };
 
+KN_INLINE float32x4_t vf_fma(float32x4_t acc, float32x4_t a, float32x4_t b) { return vfmaq_f32(acc, a, b); }
+KN_INLINE float32x4_t vf_splat(float s) { return vdupq_n_f32(s); }
+
 /* The 16 bytes at row r + off, as dword k of row r in lane r of q[k] (a 4x4 transpose). */
 KN_INLINE void load16x4(const strip *s, size_t off, vint q[4])
 {
@@ -496,25 +499,6 @@ enum { /* K blocks per chunk: as many as the panel and the stage hold */
                   : KT_STAGE_BYTES / (STRIP * sizeof(qt_block_q6_k))
 };
 
-/* -- float weights: a block is 16 bytes of a row (4 F32 or 8 F16/BF16 weights), unpacked
- * to floats: w[e] lane r is weight e of row r. */
-typedef struct panelf {
-    float32x4_t w[8];
-} panelf;
-
-/* What tile32, tilek and tilef need to know of a type: whether it has mins (Q8_1's s, Q4_K's
- * m); how many sub-blocks a K block has; how many float weights a block has. */
-typedef struct traits32 {
-    bool has_min;
-} traits32;
-typedef struct traitsk {
-    int nsub;
-    bool has_min;
-} traitsk;
-typedef struct traitsf {
-    int elems;
-} traitsf;
-
 #include "kern_tile_isa.h"
 
 KN_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
@@ -524,109 +508,56 @@ KN_INLINE void unpack_q8_0(const strip *row, size_t off, panel32 *p)
     p->d = gather_f16(row, off);
 }
 
-/* Per block, Σ w·y times d·d_y; affine types add m·s_y. */
-KTI_INLINE void tile32(source32 *src, size_t block_bytes, unpack32_fn unpack, int nb, const uint8_t *x,
-                       size_t x_stride, const kt_act *t, int t_stride, float *out, size_t out_stride, int nrows,
-                       bool accumulate, int nc, traits32 tr)
+/* sdot of the eight dwords of weights with the lanes of y. */
+KTI_INLINE kv_sum block_dot32(const panel32 *p, const uint8_t *y, int32_t offset, bool split, traits32 tr)
 {
-    const size_t ybytes = tr.has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
-    const size_t qs = tr.has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
-    float32x4_t acc[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        acc[c] = vdupq_n_f32(0);
-    for (int b = 0; b < nb; b++) {
-        panel32 p;
-        src_block(src, b, block_bytes, unpack, &p);
-#pragma GCC unroll 8
-        for (int c = 0; c < nc; c++) {
-            const int8_t *y = (const int8_t *)(x + (size_t)c * x_stride + (size_t)b * ybytes + qs);
-            const kt_act *a = &t[c * t_stride + b];
-            const int32x4_t s = dot_lanes(dot_lanes(vdupq_n_s32(0), p.q, vld1q_s8(y)), p.q + 4, vld1q_s8(y + 16));
-            acc[c] = vfmaq_f32(acc[c], vcvtq_f32_s32(s), vmulq_n_f32(p.d, a->d));
-            if (tr.has_min)
-                acc[c] = vfmaq_n_f32(acc[c], p.m, a->s);
-        }
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+    (void)split, (void)tr;
+    const int8_t *ys = (const int8_t *)y;
+    return (kv_sum)dot_lanes(dot_lanes(vdupq_n_s32(offset), p->q, vld1q_s8(ys)), p->q + 4, vld1q_s8(ys + 16));
 }
 
-KT_TILE32(q4_0, q8_0, act_q8_0, ((traits32){false}), true)
-KT_TILE32(q4_1, q8_1, act_q8_1, ((traits32){true}), true)
-KT_TILE32(q5_0, q8_0, act_q8_0, ((traits32){false}), true)
-KT_TILE32(q5_1, q8_1, act_q8_1, ((traits32){true}), true)
-KT_TILE32(q8_0, q8_0, act_q8_0, ((traits32){false}), false)
+KT_TILE32(q4_0, q8_0, act_q8_0, ((traits32){false, 15, false}))
+KT_TILE32(q4_1, q8_1, act_q8_1, ((traits32){true, 15, false}))
+KT_TILE32(q5_0, q8_0, act_q8_0, ((traits32){false, 31, false}))
+KT_TILE32(q5_1, q8_1, act_q8_1, ((traits32){true, 31, false}))
+KT_TILE32_MATVEC(q8_0, q8_0, act_q8_0, ((traits32){false, 127, true}), NULL)
 
-/* Per K block, Σ_s sc_s·(Σ w·y over sub-block s) times d·d_y; Q4_K/Q5_K add their mins
- * times the sub-blocks' y sums, times d2·d_y (d2 = -dmin). */
-KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
-                      int nrows, bool accumulate, int nc, traitsk tr)
+/* Per column and sub-block, sdot of its dwords with the lanes of y, times its scale. */
+KTI_INLINE void block_dotk(const panelk *p, const qt_block_q8_k *const y[], int nc, kv_sum tot[], traitsk tr)
 {
-    const int nsub = tr.nsub, per = 64 / nsub; /* sub-blocks, dwords per sub-block */
-    float32x4_t acc[4];
-#pragma GCC unroll 4
-    for (int c = 0; c < nc; c++)
-        acc[c] = vdupq_n_f32(0);
-    for (int b = 0; b < nb; b++) {
-#pragma GCC unroll 4
-        for (int c = 0; c < nc; c++) {
-            const qt_block_q8_k *y = (const qt_block_q8_k *)(x + (size_t)c * x_stride) + b;
-            int32x4_t tot = vdupq_n_s32(0);
-            for (int s = 0; s < nsub; s++) {
-                int32x4_t sum = vdupq_n_s32(0);
+    const int per = 64 / tr.nsub; /* dwords per sub-block */
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++) {
+        int32x4_t t = vdupq_n_s32(0);
+        for (int s = 0; s < tr.nsub; s++) {
+            int32x4_t sum = vdupq_n_s32(0);
 #pragma GCC unroll 2
-                for (int g = 0; g < per; g += 4)
-                    sum = dot_lanes(sum, p[b].q + per * s + g, vld1q_s8(y->qs + 4 * (per * s + g)));
-                tot = vmlaq_s32(tot, sum, p[b].sc[s]);
-            }
-            const float32x4_t dy = vmulq_n_f32(p[b].d, y->d);
-            acc[c] = vfmaq_f32(acc[c], vcvtq_f32_s32(tot), dy);
-            if (tr.has_min) { /* y sums of the eight sub-blocks, from pairs of bsums */
-                const int16x8_t ysum = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
-                const int32x4_t lo = vmovl_s16(vget_low_s16(ysum)), hi = vmovl_s16(vget_high_s16(ysum));
-                int32x4_t corr = vmulq_laneq_s32(p[b].corr[0], lo, 0);
-                corr = vmlaq_laneq_s32(corr, p[b].corr[1], lo, 1);
-                corr = vmlaq_laneq_s32(corr, p[b].corr[2], lo, 2);
-                corr = vmlaq_laneq_s32(corr, p[b].corr[3], lo, 3);
-                corr = vmlaq_laneq_s32(corr, p[b].corr[4], hi, 0);
-                corr = vmlaq_laneq_s32(corr, p[b].corr[5], hi, 1);
-                corr = vmlaq_laneq_s32(corr, p[b].corr[6], hi, 2);
-                corr = vmlaq_laneq_s32(corr, p[b].corr[7], hi, 3);
-                acc[c] = vfmaq_f32(acc[c], vcvtq_f32_s32(corr), vmulq_n_f32(p[b].d2, y->d));
-            }
+            for (int g = 0; g < per; g += 4)
+                sum = dot_lanes(sum, p->q + per * s + g, vld1q_s8(y[c]->qs + 4 * (per * s + g)));
+            t = vmlaq_s32(t, sum, p->sc[s]);
         }
+        tot[c] = (kv_sum)t;
     }
-#pragma GCC unroll 4
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
 }
 
-KT_TILEK(q4_k, ((traitsk){8, true}))
-KT_TILEK(q5_k, ((traitsk){8, true}))
-KT_TILEK(q6_k, ((traitsk){16, false}))
-
-/* -- float weights ------------------------------------------------------------ */
-
-/* Per weight, its vector of rows times the column's activation. */
-KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
-                      int nrows, bool accumulate, int nc, traitsf tr)
+/* Q4_K/Q5_K's mins times the y sums of the eight sub-blocks (pairs of bsums). */
+KTI_INLINE kv_sum block_corrk(const panelk *p, const qt_block_q8_k *y)
 {
-    float32x4_t acc[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        acc[c] = vdupq_n_f32(0);
-    for (int b = 0; b < nb; b++)
-#pragma GCC unroll 8
-        for (int e = 0; e < tr.elems; e++)
-#pragma GCC unroll 8
-            for (int c = 0; c < nc; c++)
-                acc[c] = vfmaq_n_f32(acc[c], p[b].w[e], ((const float *)(x + (size_t)c * x_stride))[b * tr.elems + e]);
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+    const int16x8_t ysum = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
+    const int32x4_t lo = vmovl_s16(vget_low_s16(ysum)), hi = vmovl_s16(vget_high_s16(ysum));
+    int32x4_t corr = vmulq_laneq_s32(p->corr[0], lo, 0);
+    corr = vmlaq_laneq_s32(corr, p->corr[1], lo, 1);
+    corr = vmlaq_laneq_s32(corr, p->corr[2], lo, 2);
+    corr = vmlaq_laneq_s32(corr, p->corr[3], lo, 3);
+    corr = vmlaq_laneq_s32(corr, p->corr[4], hi, 0);
+    corr = vmlaq_laneq_s32(corr, p->corr[5], hi, 1);
+    corr = vmlaq_laneq_s32(corr, p->corr[6], hi, 2);
+    return (kv_sum)vmlaq_laneq_s32(corr, p->corr[7], hi, 3);
 }
+
+KT_TILEK(q4_k, ((traitsk){8, true, 15}))
+KT_TILEK(q5_k, ((traitsk){8, true, 31}))
+KT_TILEK(q6_k, ((traitsk){16, false, 63}))
 
 KT_TILEF(f32, 4)
 KT_TILEF(f16, 8)

@@ -1,37 +1,73 @@
-/* kern_tile_isa — the half of a SIMD file's gemm section that does not depend on the
+/* kern_tile_isa — the part of a SIMD file's gemm section that does not depend on the
  * instruction set, written once: the unpacking of a block of every weight type but Q8_0
- * (masks and shifts on lanes), the loops that unpack a strip into a panel, the split of
- * columns into groups a tile keeps in registers, decode's matvec, and the macros that
- * declare each weight type's kt_kernel (kern_tile.h) and gemm entry. Not a public header,
- * and not a standalone one: kern_avx2.c, kern_avx512.c and kern_neon.c include it in the
- * middle of their gemm section, after defining
+ * (masks and shifts on lanes), the loops that unpack a strip into a panel, the tiles' loops
+ * and float arithmetic (per block and column: an integer dot product, converted, scaled and
+ * accumulated), the split of columns into groups a tile keeps in registers, decode's matvec,
+ * and the macros that declare each weight type's kt_kernel (kern_tile.h) and gemm entry. Not
+ * a public header, and not a standalone one: kern_avx2.c, kern_avx512.c and kern_neon.c
+ * include it in the middle of their gemm section, after defining
  *   STRIP, COLS32, COLSK, COLSF   rows per strip; most columns per tile32 / tilek / tilef call
  *   strip, strip_rows(w, stride)  a strip's row addresses
  *   panel32, panelk, K_CHUNK      a 32-weight block / K block unpacked; K blocks per chunk
- *   panelf                        16 bytes of float weights (F32, F16, BF16) unpacked
- *   traits32, traitsk, traitsf    what their tile functions need to know of a type
  *   vint, vfloat                  the ISA's integer and float vectors (STRIP 32-bit lanes)
  *   load16x4, gather_f16,         a strip's bytes transposed to lanes (16 bytes of each row;
  *   gather_u32, low_f16           an f16 or a u32 field of each row); f16 in lanes' low halves
+ *   vf_fma(acc, a, b)             acc + a·b, fused
+ *   vf_splat(s)                   s in every lane
+ *   store_rows(out, v, nrows,     out[r] = v's lane r (or += when accumulate), r < nrows
+ *              accumulate)
  *   SIGNED_LEVELS                 1: the ISA multiplies signed weights (levels minus their
  *                                 offset); 0: unsigned levels, the offset comes back through
  *                                 the activations' sums (kt_act, Q8_K's bsums)
  *   SCALE_PAIRS                   1: a K sub-block's scale is held as an int16 pair (s, s)
  *   CORR_PAIRS                    1: a K block's corr[k] multiplies bsums[2k], bsums[2k+1] as an
  *                                 int16 pair; 0: corr[j] is sub-block j's min, an int32
- * and before defining their unpack_q8_0 and
- *   tile32(src, block_bytes, unpack, nb, x, x_stride, t, t_stride, out, out_stride, nrows,
- *          accumulate, nc, traits32)
- *   tilek(panel, nb, x, x_stride, out, out_stride, nrows, accumulate, nc, traitsk)
- *   tilef(panel, nb, x, x_stride, out, out_stride, nrows, accumulate, nc, traitsf)
- * (declared here), which compute nc columns (a constant where they are inlined, so that
- * the accumulators stay in registers) of a strip: kt_kernel's compute, for nc columns. */
+ * and before defining their unpack_q8_0 and the integer dot products of one panel entry
+ * with one column's activations, as int32 lanes (declared here):
+ *   block_dot32(p, y, offset, split, tr)  offset + Σ levels·y of a 32-weight block (y: its
+ *                                         32 activation bytes; split: in two dependency
+ *                                         chains, for a single column, whose latency
+ *                                         would otherwise show)
+ *   block_dotk(p, y, nc, tot, tr)         tot[c] = Σ_s sc_s·Σ levels·y[c] over the sub-blocks
+ *                                         s of a K block, for the nc columns' blocks y[c]
+ *                                         (all columns in one call: the ISA picks the loop
+ *                                         order)
+ *   block_corrk(p, y)                     Σ corr·bsums (CORR_PAIRS) or Σ_j corr_j·(y's sum
+ *                                         over sub-block j) of a K block */
 #ifndef EDGELLM_KERN_TILE_ISA_H
 #define EDGELLM_KERN_TILE_ISA_H
 
 #include "kern_tile.h"
 
 #define KTI_INLINE static inline __attribute__((always_inline))
+
+/* What the tiles need to know of a 32-weight type: whether it has mins (m, times Q8_1's s);
+ * where an ISA sums pairs of products in int16 (AVX2), its largest level and whether its
+ * levels are signed (Q8_0, which then takes the sign trick). */
+typedef struct traits32 {
+    bool has_min;
+    int levels_max;
+    bool is_signed;
+} traits32;
+
+/* Of a K type: its sub-blocks per block, whether it has mins (corr, where SIGNED_LEVELS;
+ * unsigned levels always need corr for their offset) and its largest level (as traits32). */
+typedef struct traitsk {
+    int nsub;
+    bool has_min;
+    int levels_max;
+} traitsk;
+
+/* Of a float type: weights per 16 bytes. */
+typedef struct traitsf {
+    int elems;
+} traitsf;
+
+/* -- float weights: a block is 16 bytes of a row (4 F32 or 8 F16/BF16 weights), unpacked
+ * to floats: w[e] lane r is weight e of row r. */
+typedef struct panelf {
+    vfloat w[8];
+} panelf;
 
 _Static_assert(KT_CHUNK_BLOCKS * sizeof(panel32) <= KT_PANEL_BYTES, "a chunk of 32-weight blocks exceeds the panel");
 _Static_assert(STRIP * KT_CHUNK_BLOCKS * sizeof(qt_block_q8_0) <= KT_STAGE_BYTES, "32-weight chunk exceeds the stage");
@@ -251,23 +287,100 @@ typedef struct source32 {
     kt_prefetch ahead;
 } source32;
 
-KTI_INLINE void src_block(source32 *src, int b, size_t block_bytes, unpack32_fn unpack, panel32 *p)
+/* Block b: the panel's entry, or unpacked into *scratch. */
+KTI_INLINE const panel32 *src_block(source32 *src, int b, size_t block_bytes, unpack32_fn unpack, panel32 *scratch)
 {
-    if (!unpack) {
-        *p = src->panel[b];
-        return;
-    }
+    if (!unpack)
+        return &src->panel[b];
     kt_prefetch_step(&src->ahead);
-    unpack(&src->rows, (size_t)b * block_bytes, p);
+    unpack(&src->rows, (size_t)b * block_bytes, scratch);
+    return scratch;
 }
 
+typedef int32_t kv_sum __attribute__((vector_size(4 * STRIP))); /* a dot product's int32 lanes */
+
+KTI_INLINE kv_sum block_dot32(const panel32 *p, const uint8_t *y, int32_t offset, bool split, traits32 tr);
+KTI_INLINE void block_dotk(const panelk *p, const qt_block_q8_k *const y[], int nc, kv_sum tot[], traitsk tr);
+KTI_INLINE kv_sum block_corrk(const panelk *p, const qt_block_q8_k *y);
+
+KTI_INLINE vfloat vf_of_sum(kv_sum v) { return __builtin_convertvector(v, vfloat); }
+
+/* kt_kernel's compute for nc columns (a constant where this is inlined, so that the
+ * accumulators stay in registers), and decode's matvec (nc 1, blocks from src's rows): per
+ * block, Σ levels·y from the offset's share, times d·d_y; affine types add m·s_y. */
 KTI_INLINE void tile32(source32 *src, size_t block_bytes, unpack32_fn unpack, int nb, const uint8_t *x,
                        size_t x_stride, const kt_act *t, int t_stride, float *out, size_t out_stride, int nrows,
-                       bool accumulate, int nc, traits32 tr);
+                       bool accumulate, int nc, traits32 tr)
+{
+    const size_t ybytes = tr.has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
+    const size_t qs = tr.has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
+    vfloat acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = vf_splat(0);
+    for (int b = 0; b < nb; b++) {
+        panel32 scratch;
+        const panel32 *p = src_block(src, b, block_bytes, unpack, &scratch);
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) {
+            const uint8_t *y = x + (size_t)c * x_stride + (size_t)b * ybytes + qs;
+            const kt_act *a = &t[c * t_stride + b];
+            acc[c] = vf_fma(acc[c], vf_of_sum(block_dot32(p, y, a->offset, nc == 1, tr)), p->d * a->d);
+            if (tr.has_min)
+                acc[c] = vf_fma(acc[c], p->m, vf_splat(a->s));
+        }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+/* Per K block and column, block_dotk times d·d_y, plus block_corrk times d2·d_y. */
 KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
-                      int nrows, bool accumulate, int nc, traitsk tr);
+                      int nrows, bool accumulate, int nc, traitsk tr)
+{
+    vfloat acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = vf_splat(0);
+    for (int b = 0; b < nb; b++) {
+        const qt_block_q8_k *y[8];
+        kv_sum tot[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++)
+            y[c] = (const qt_block_q8_k *)(x + (size_t)c * x_stride) + b;
+        block_dotk(&p[b], y, nc, tot, tr);
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) {
+            acc[c] = vf_fma(acc[c], vf_of_sum(tot[c]), p[b].d * y[c]->d);
+            if (tr.has_min || !SIGNED_LEVELS)
+                acc[c] = vf_fma(acc[c], vf_of_sum(block_corrk(&p[b], y[c])), p[b].d2 * y[c]->d);
+        }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
+/* Per weight, its vector of rows times the column's activation. */
 KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride, float *out, size_t out_stride,
-                      int nrows, bool accumulate, int nc, traitsf tr);
+                      int nrows, bool accumulate, int nc, traitsf tr)
+{
+    vfloat acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = vf_splat(0);
+    for (int b = 0; b < nb; b++)
+#pragma GCC unroll 8
+        for (int e = 0; e < tr.elems; e++)
+#pragma GCC unroll 8
+            for (int c = 0; c < nc; c++)
+                acc[c] = vf_fma(acc[c], p[b].w[e],
+                                vf_splat(((const float *)(x + (size_t)c * x_stride))[b * tr.elems + e]));
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
 
 /* pack32, packk and packf: a strip's blocks unpacked one after another into the panel,
  * prefetching on the way. */
@@ -349,15 +462,24 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
 #undef KTI_TILE_AT
 
 /* tile_<type> and gemm_<type> of a 32-weight type with act_type activations (q8_0, or
- * q8_1 for the affine types); act_fn gives the kt_act of its blocks. with_matvec: decode
- * takes matvec, else dot (Q8_0: its bytes need no unpacking but the transposition, which
- * then costs more than it saves; measured from DRAM, AVX-512 26.2 GB/s against dot's
- * 27.1, AVX2 19.4 against 26.3, where Q4_0's matvec makes 20.5 of dot's 14.3. Decoding
- * TinyLlama Q8_0 on 2 Zen 4 cores, matvec made 33.6 t/s to dot's 38.5, and a strip kernel
- * in dot's row layout, the activations shared by its rows, 27.0 to 29.4, although 19%
- * faster from cache: one row at a time is one stream the hardware prefetchers keep up
- * with, where a strip's sixteen need software prefetches). */
-#define KT_TILE32(type, act_type, act_fn, traits, with_matvec)                                                   \
+ * q8_1 for the affine types); act_fn gives the kt_act of its blocks. Decode takes the
+ * strip's matvec32: a single column gains most from unpacking a block once for sixteen rows
+ * (Q4_0 from DRAM, AVX-512: 20.5 GB/s against dot's 14.3). */
+#define KT_TILE32(type, act_type, act_fn, traits)                                                               \
+    static void matvec_##type(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x, \
+                              const kt_act *t, float *out, int nrows, bool accumulate)                           \
+    {                                                                                                            \
+        matvec32(w, w_stride, nb, pf, x, t, out, nrows, accumulate, sizeof(qt_block_##type), unpack_##type,      \
+                 traits);                                                                                        \
+    }                                                                                                            \
+    KT_TILE32_MATVEC(type, act_type, act_fn, traits, matvec_##type)
+
+/* KT_TILE32 with decode's kernel named: matvec_fn, or NULL for the dot per row. Q8_0 is
+ * not unpacked, only transposed, and the transposition costs more than it saves: AVX-512
+ * has a kernel of its own (matvec_q8_0_pairs); AVX2 and NEON take dot (from DRAM, AVX2's
+ * strip made 19.4 GB/s against dot's 26.3; decoding TinyLlama Q8_0 on 2 Zen 4 cores, the
+ * AVX-512 strip 33.6 t/s against dot's 38.5). */
+#define KT_TILE32_MATVEC(type, act_type, act_fn, traits, matvec_fn)                                             \
     static void pack_##type(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)       \
     {                                                                                                            \
         pack32(w, w_stride, nb, panel, pf, sizeof(qt_block_##type), unpack_##type);                              \
@@ -368,12 +490,6 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
     {                                                                                                            \
         compute32(panel, nb, x, x_stride, ncols, t, t_stride, out, out_stride, nrows, accumulate, traits);       \
     }                                                                                                            \
-    static void matvec_##type(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x, \
-                              const kt_act *t, float *out, int nrows, bool accumulate)                           \
-    {                                                                                                            \
-        matvec32(w, w_stride, nb, pf, x, t, out, nrows, accumulate, sizeof(qt_block_##type), unpack_##type,      \
-                 traits);                                                                                        \
-    }                                                                                                            \
     static const kt_kernel tile_##type = {.strip = STRIP,                                                        \
                                           .block_elems = 32,                                                     \
                                           .chunk_blocks = KT_CHUNK_BLOCKS,                                       \
@@ -382,7 +498,7 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
                                           .act = act_fn,                                                         \
                                           .pack = pack_##type,                                                   \
                                           .compute = compute_##type,                                             \
-                                          .matvec = (with_matvec) ? matvec_##type : NULL,                        \
+                                          .matvec = matvec_fn,                                                   \
                                           .dot = dot_##type};                                                    \
     KT_GEMM(type)
 
