@@ -21,7 +21,10 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
-WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-format-truncation
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes
+# gcc's truncation warning flags snprintf into fixed buffers that are sized on purpose; clang
+# has no such warning (and warns about the option)
+WARN     += $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null)),,-Wno-format-truncation)
 CPPFLAGS += -I. -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g $(WARN) $(SAN) $(PKG_CFLAGS)
 LDFLAGS  += $(SAN)

@@ -42,8 +42,8 @@ static const char *const W_SQL[W_COUNT] = {
     [W_PURGE] = "DELETE FROM responses WHERE created_ms < ?1",
     [W_HASH_GET] = "SELECT sha256 FROM file_hashes WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
     [W_HASH_PUT] = "INSERT OR REPLACE INTO file_hashes VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-    [W_AUDIT] = "INSERT INTO offload_audit(at_ms, reason, outcome, http_status, request_bytes, response_bytes, ms,"
-                " request, response) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [W_AUDIT] = ("INSERT INTO offload_audit(at_ms, reason, outcome, http_status, request_bytes, response_bytes, ms,"
+                 " request, response) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
     [W_AUDIT_TRIM] = "DELETE FROM offload_audit WHERE id <= last_insert_rowid() - ?1",
 };
 
