@@ -305,6 +305,22 @@ KTI_INLINE kv_sum block_corrk(const panelk *p, const qt_block_q8_k *y);
 
 KTI_INLINE vfloat vf_of_sum(kv_sum v) { return __builtin_convertvector(v, vfloat); }
 
+/* A tile's accumulators, one vector of rows per column: zeroed, and stored (or added) into
+ * out's columns at the end. */
+KTI_INLINE void zero_columns(vfloat acc[], int nc)
+{
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        acc[c] = vf_splat(0);
+}
+
+KTI_INLINE void store_columns(const vfloat acc[], int nc, float *out, size_t out_stride, int nrows, bool accumulate)
+{
+#pragma GCC unroll 8
+    for (int c = 0; c < nc; c++)
+        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+}
+
 /* kt_kernel's compute for nc columns (a constant where this is inlined, so that the
  * accumulators stay in registers), and decode's matvec (nc 1, blocks from src's rows): per
  * block, Σ levels·y from the offset's share, times d·d_y; affine types add m·s_y. */
@@ -315,9 +331,7 @@ KTI_INLINE void tile32(source32 *src, size_t block_bytes, unpack32_fn unpack, in
     const size_t ybytes = tr.has_min ? sizeof(qt_block_q8_1) : sizeof(qt_block_q8_0);
     const size_t qs = tr.has_min ? offsetof(qt_block_q8_1, qs) : offsetof(qt_block_q8_0, qs);
     vfloat acc[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        acc[c] = vf_splat(0);
+    zero_columns(acc, nc);
     for (int b = 0; b < nb; b++) {
         panel32 scratch;
         const panel32 *p = src_block(src, b, block_bytes, unpack, &scratch);
@@ -330,9 +344,7 @@ KTI_INLINE void tile32(source32 *src, size_t block_bytes, unpack32_fn unpack, in
                 acc[c] = vf_fma(acc[c], p->m, vf_splat(a->s));
         }
     }
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+    store_columns(acc, nc, out, out_stride, nrows, accumulate);
 }
 
 /* Per K block and column, block_dotk times d·d_y, plus block_corrk times d2·d_y. */
@@ -340,9 +352,7 @@ KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride
                       int nrows, bool accumulate, int nc, traitsk tr)
 {
     vfloat acc[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        acc[c] = vf_splat(0);
+    zero_columns(acc, nc);
     for (int b = 0; b < nb; b++) {
         const qt_block_q8_k *y[8];
         kv_sum tot[8];
@@ -357,9 +367,7 @@ KTI_INLINE void tilek(const panelk *p, int nb, const uint8_t *x, size_t x_stride
                 acc[c] = vf_fma(acc[c], vf_of_sum(block_corrk(&p[b], y[c])), p[b].d2 * y[c]->d);
         }
     }
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+    store_columns(acc, nc, out, out_stride, nrows, accumulate);
 }
 
 /* Per weight, its vector of rows times the column's activation. */
@@ -367,9 +375,7 @@ KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride
                       int nrows, bool accumulate, int nc, traitsf tr)
 {
     vfloat acc[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        acc[c] = vf_splat(0);
+    zero_columns(acc, nc);
     for (int b = 0; b < nb; b++)
 #pragma GCC unroll 8
         for (int e = 0; e < tr.elems; e++)
@@ -377,9 +383,7 @@ KTI_INLINE void tilef(const panelf *p, int nb, const uint8_t *x, size_t x_stride
             for (int c = 0; c < nc; c++)
                 acc[c] = vf_fma(acc[c], p[b].w[e],
                                 vf_splat(((const float *)(x + (size_t)c * x_stride))[b * tr.elems + e]));
-#pragma GCC unroll 8
-    for (int c = 0; c < nc; c++)
-        store_rows(out + (size_t)c * out_stride, acc[c], nrows, accumulate);
+    store_columns(acc, nc, out, out_stride, nrows, accumulate);
 }
 
 /* pack32, packk and packf: a strip's blocks unpacked one after another into the panel,
