@@ -338,7 +338,7 @@ struct model_session {
     float *q, *kx, *vx;     /* [n_batch][q_dim], [n_batch][kv_dim] x2 */
     float *hb, *hb2;        /* [n_batch][n_ff] */
     float *proj;            /* [n_batch][n_embd] output of wo / w_down before the residual add */
-    float *scores;          /* [threads][n_ctx] attention weights, one row per thread */
+    float *scores;          /* [threads][heads per KV group][n_ctx] attention weights */
     double *inv_freq;       /* [n_rot/2] RoPE angular frequency per pair (radians per position) */
     float *rope_cs;         /* [n_batch][n_rot/2][2] cos, sin for the chunk's positions */
     uint8_t *act[ACT_KINDS];/* [n_batch][act_stride], NULL when no weight needs the kind */
@@ -430,7 +430,7 @@ int model_session_new(model_session **out, const model *m, const model_session_p
     s->hb = alloc_floats(B, (size_t)hp->n_ff, &ok);
     s->hb2 = alloc_floats(B, (size_t)hp->n_ff, &ok);
     s->proj = alloc_floats(B, (size_t)hp->n_embd, &ok);
-    s->scores = alloc_floats((size_t)pool_size(s->pool), (size_t)s->n_ctx, &ok);
+    s->scores = alloc_floats((size_t)pool_size(s->pool) * (size_t)(hp->n_head / hp->n_head_kv), (size_t)s->n_ctx, &ok);
     s->rope_cs = alloc_floats(B, (size_t)hp->n_rot, &ok);
     s->inv_freq = calloc((size_t)hp->n_rot / 2 + 1, sizeof *s->inv_freq);
     ok = ok && s->inv_freq && alloc_act_buffers(s, hp->n_ff > wide ? hp->n_ff : wide);
@@ -671,50 +671,68 @@ typedef struct attn_job {
     int layer_i;
     int nt;
     int32_t pos0;
-    float *out;   /* [nt][q_dim] */
+    int heads_per_item; /* query heads of one KV group taken together: a divisor of the group */
+    float *out;         /* [nt][q_dim] */
 } attn_job;
 
-/* Causal attention of the chunk's (token, head) pairs [i0, i1). */
+/* Causal attention of items [i0, i1), an item being a token and a run of heads_per_item query
+ * heads of one KV group. The run's heads share their keys and values: their scores are one
+ * kern_gemm of the keys (rows) with the heads' queries (columns), each key read and converted
+ * once for all of them (per head and key, a dot product call cost decode at 2k context half
+ * its speed). */
 static void attn_worker(void *ctx, int i0, int i1, int slot)
 {
     attn_job *j = ctx;
     model_session *s = j->s;
     const model_hparams *hp = &s->m->hp;
-    int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
-    int q_dim = hp->n_head * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *att = s->scores + (size_t)slot * s->n_ctx;
-    kern_dot_fn dot = s->k->dot[s->kv_type];
+    const int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv, q_dim = hp->n_head * hd;
+    const int run = j->heads_per_item, runs = hp->n_head / run;
+    const size_t pos_stride = (size_t)s->kv_dim * s->kv_elem; /* bytes from one position to the next */
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *att = s->scores + (size_t)slot * run * s->n_ctx; /* [run][n_ctx] */
     for (int item = i0; item < i1; item++) {
-        int t = item / hp->n_head, h = item % hp->n_head, g = h / group;
-        int32_t n_keys = j->pos0 + t + 1;
-        const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
-        float max = -INFINITY;
-        for (int32_t p = 0; p < n_keys; p++) {
-            const uint8_t *krow = cache_row(s, s->k_cache, j->layer_i, p) + (size_t)g * hd * s->kv_elem;
-            att[p] = dot(hd, krow, q) * scale;
-            if (att[p] > max)
-                max = att[p];
-        }
-        float sum = 0;
-        for (int32_t p = 0; p < n_keys; p++) {
-            att[p] = expf(att[p] - max);
-            sum += att[p];
-        }
-        float *o = j->out + (size_t)t * q_dim + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        for (int32_t p = 0; p < n_keys; p++) {
-            const uint8_t *vrow = cache_row(s, s->v_cache, j->layer_i, p) + (size_t)g * hd * s->kv_elem;
-            float a = att[p] / sum;
-            if (s->kv_type == QT_F16) {
-                s->k->axpy_f16(hd, a, (const qt_f16 *)vrow, o);
-            } else {
-                const float *v = (const float *)vrow;
-                for (int d = 0; d < hd; d++)
-                    o[d] += a * v[d];
+        const int t = item / runs, h0 = item % runs * run, g = h0 / group;
+        const int32_t n_keys = j->pos0 + t + 1;
+        const size_t group_off = (size_t)g * hd * s->kv_elem;
+        kern_gemm(s->k, s->kv_type, hd, n_keys, run, cache_row(s, s->k_cache, j->layer_i, 0) + group_off, pos_stride,
+                  s->q + (size_t)t * q_dim + (size_t)h0 * hd, (size_t)hd * sizeof(float), att, (size_t)s->n_ctx);
+        for (int i = 0; i < run; i++) {
+            float *a = att + (size_t)i * s->n_ctx, max = -INFINITY, sum = 0;
+            for (int32_t p = 0; p < n_keys; p++) {
+                a[p] *= scale;
+                if (a[p] > max)
+                    max = a[p];
+            }
+            for (int32_t p = 0; p < n_keys; p++) {
+                a[p] = expf(a[p] - max);
+                sum += a[p];
+            }
+            float *o = j->out + (size_t)t * q_dim + (size_t)(h0 + i) * hd;
+            memset(o, 0, (size_t)hd * sizeof *o);
+            for (int32_t p = 0; p < n_keys; p++) {
+                const uint8_t *vrow = cache_row(s, s->v_cache, j->layer_i, p) + group_off;
+                const float w = a[p] / sum;
+                if (s->kv_type == QT_F16) {
+                    s->k->axpy_f16(hd, w, (const qt_f16 *)vrow, o);
+                } else {
+                    const float *v = (const float *)vrow;
+                    for (int d = 0; d < hd; d++)
+                        o[d] += w * v[d];
+                }
             }
         }
     }
+}
+
+/* Query heads per attention item: a whole KV group, halved while that leaves fewer than two
+ * items a thread (decode has one token: n_head_kv items). */
+static int attn_heads_per_item(const model_session *s, int nt)
+{
+    const model_hparams *hp = &s->m->hp;
+    int run = hp->n_head / hp->n_head_kv;
+    while (run % 2 == 0 && nt * (hp->n_head / run) < 2 * pool_size(s->pool))
+        run /= 2;
+    return run;
 }
 
 /* One chunk of nt tokens at positions pos0.. through every layer. Leaves the final hidden
@@ -741,8 +759,8 @@ static void forward_layers(model_session *s, const int32_t *tokens, int nt, int3
             cache_store(s, cache_row(s, s->k_cache, l, pos0 + t), s->kx + (size_t)t * s->kv_dim);
             cache_store(s, cache_row(s, s->v_cache, l, pos0 + t), s->vx + (size_t)t * s->kv_dim);
         }
-        attn_job aj = {s, l, nt, pos0, s->xb};
-        pool_for(s->pool, nt * hp->n_head, 1, attn_worker, &aj);
+        attn_job aj = {s, l, nt, pos0, attn_heads_per_item(s, nt), s->xb};
+        pool_for(s->pool, nt * (hp->n_head / aj.heads_per_item), 1, attn_worker, &aj);
         matmul1(s, nt, s->xb, q_dim, L->wo, s->proj);
         for (size_t i = 0; i < (size_t)nt * E; i++)
             s->x[i] += s->proj[i];
