@@ -440,12 +440,12 @@ KX_INLINE __m512 row_pair_sums(const __m512 acc[8])
 }
 
 /* Decode's Q8_0 (kt_kernel's matvec): a Q8_0 row needs no unpacking, so it is not
- * transposed either (four shuffles a dword, more than the dot products cost): each register
- * takes a block of two rows, one per 256-bit half, against the block's activations in both
- * halves; the w + 128 offset's share comes in through t's offset, added to each half's
- * first lane. The sixteen rows' scales are one vector, spread to each pair by one
- * permutation. Twice the speed of dot from cache (53.9 against 30.2 GB/s, one Zen 4 core),
- * 10% more from DRAM with the strip's prefetching (30.0 against 27.5). */
+ * transposed either (the transposition would cost more than the dot products): each
+ * register takes a block of two rows, one per 256-bit half, against the block's activations
+ * in both halves; the w + 128 offset's share comes in through t's offset, added to each
+ * half's first lane. The sixteen rows' scales are one vector, spread to each pair by one
+ * permutation. One Zen 4 core (test_kern's bench_matvec): 41-47 GB/s from cache against
+ * dot's 30, and from DRAM at least dot's 27-28 (24-37, the machine's bandwidth varies). */
 static void matvec_q8_0_pairs(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x,
                               const kt_act *t, float *out, int nrows, bool accumulate)
 {
