@@ -67,13 +67,16 @@ const char *models_state_name(models_state s)
     return names[s];
 }
 
+/* name ends in ".gguf" after at least one character */
+static bool gguf_suffix(const char *name, size_t n) { return n > 5 && !strcmp(name + n - 5, ".gguf"); }
+
 /* "/models/qwen2-0.5b.q4_k_m.gguf" -> "qwen2-0.5b.q4_k_m"; false when it does not fit. */
 static bool id_of(const char *path, char id[API_SSE_MODEL_MAX + 1])
 {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     size_t n = strlen(base);
-    if (n > 5 && !strcmp(base + n - 5, ".gguf"))
+    if (gguf_suffix(base, n))
         n -= 5;
     if (n == 0 || n > API_SSE_MODEL_MAX)
         return false;
@@ -109,11 +112,7 @@ static models_entry *add(models *ms, const char *id, const char *path)
     return e;
 }
 
-static int gguf_name(const struct dirent *d)
-{
-    size_t n = strlen(d->d_name);
-    return d->d_name[0] != '.' && n > 5 && !strcmp(d->d_name + n - 5, ".gguf");
-}
+static int gguf_name(const struct dirent *d) { return d->d_name[0] != '.' && gguf_suffix(d->d_name, strlen(d->d_name)); }
 
 /* Looks at the models directory again (ms->mu held): new files become entries, entries of
  * files that went away are marked absent. */
@@ -291,14 +290,16 @@ void models_job_queued(models *ms, models_entry *e)
     pthread_mutex_unlock(&ms->mu);
 }
 
+/* When a model last used at now and kept keep_s seconds (< 0: for ever) may be unloaded. */
+static int64_t expiry(int64_t now, double keep_s) { return keep_s < 0 ? INT64_MAX : now + (int64_t)(keep_s * 1e9); }
+
 void models_job_done(models *ms, models_entry *e, double keep_alive_s)
 {
     pthread_mutex_lock(&ms->mu);
     int64_t now = sched_now_ns();
-    double keep = isnan(keep_alive_s) ? ms->c->model_keep_alive_s : keep_alive_s;
     e->pending--;
     e->last_used_ns = now;
-    e->expires_ns = keep < 0 ? INT64_MAX : now + (int64_t)(keep * 1e9);
+    e->expires_ns = expiry(now, isnan(keep_alive_s) ? ms->c->model_keep_alive_s : keep_alive_s);
     pthread_mutex_unlock(&ms->mu);
 }
 
@@ -467,9 +468,7 @@ static int load(models *ms, models_entry *e, err_info *ei)
     e->held_bytes = infer_file_bytes(in);
     e->loaded_at = (long long)time(NULL);
     e->last_used_ns = sched_now_ns();
-    e->expires_ns = e->last_used_ns + (int64_t)c->model_keep_alive_s * 1000000000;
-    if (c->model_keep_alive_s < 0)
-        e->expires_ns = INT64_MAX;
+    e->expires_ns = expiry(e->last_used_ns, c->model_keep_alive_s);
     e->message[0] = 0;
     e->state = MODELS_LOADED;
     return 0;
@@ -531,15 +530,17 @@ int models_activate(models *ms, models_entry *e, infer **in, const uint8_t **sha
     return rc;
 }
 
-/* e is due for closing now (ms->mu held): idle past its keep-alive, or retired. */
-static bool due(const models_entry *e, int64_t now)
+/* When e is to be closed, leases aside (ms->mu held): now if retired and still open, at the
+ * end of its keep-alive if loaded, idle and not the default; else never (INT64_MAX). */
+static int64_t close_at(const models_entry *e, int64_t now)
 {
-    if (e->leases || !e->in)
-        return false;
-    if (e->state == MODELS_RETIRED)
-        return true;
-    return e->state == MODELS_LOADED && !e->is_default && !e->pending && e->expires_ns <= now;
+    if (e->state == MODELS_RETIRED && e->in)
+        return now;
+    return e->state == MODELS_LOADED && !e->is_default && !e->pending ? e->expires_ns : INT64_MAX;
 }
+
+/* e is due for closing now (ms->mu held) and nobody reads it. */
+static bool due(const models_entry *e, int64_t now) { return !e->leases && close_at(e, now) <= now; }
 
 void models_sweep(models *ms)
 {
@@ -571,9 +572,7 @@ int64_t models_next_sweep(models *ms)
     pthread_mutex_lock(&ms->mu);
     for (int i = 0; i < ms->n; i++) {
         const models_entry *e = ms->entries[i];
-        int64_t at = e->state == MODELS_RETIRED && e->in ? now
-                     : e->state == MODELS_LOADED && !e->is_default && !e->pending ? e->expires_ns
-                                                                                  : INT64_MAX;
+        int64_t at = close_at(e, now);
         if (at != INT64_MAX && e->leases && at < now + LEASED_RETRY_NS)
             at = now + LEASED_RETRY_NS; /* the lease ends soon: look again then */
         next = at < next ? at : next;
