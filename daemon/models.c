@@ -112,7 +112,10 @@ static models_entry *add(models *ms, const char *id, const char *path)
     return e;
 }
 
-static int gguf_name(const struct dirent *d) { return d->d_name[0] != '.' && gguf_suffix(d->d_name, strlen(d->d_name)); }
+static int gguf_name(const struct dirent *d)
+{
+    return d->d_name[0] != '.' && gguf_suffix(d->d_name, strlen(d->d_name));
+}
 
 /* Looks at the models directory again (ms->mu held): new files become entries, entries of
  * files that went away are marked absent. */
