@@ -331,8 +331,11 @@ struct model_session {
     qt_type kv_type;
     size_t kv_elem;         /* bytes per cache element */
     int32_t kv_dim;         /* n_head_kv * head_dim */
-    uint8_t *k_cache;       /* [n_layer][n_ctx][kv_dim] */
-    uint8_t *v_cache;       /* [n_layer][n_ctx][kv_dim] */
+    uint8_t *k_cache;       /* [n_layer][n_ctx][kv_dim]: a key is a row, as the scores' gemm reads it */
+    uint8_t *v_cache;       /* [n_layer][kv_dim][v_row_bytes]: transposed, a row per value dimension
+                             * over the positions, so that the weighted sum of values is a gemm too */
+    size_t v_row_bytes;     /* n_ctx elements, rounded up to a cache line plus one: rows a power of two
+                             * apart would share L1 sets, and the gemm reads 16 of them side by side */
     float *x;               /* [n_batch][n_embd] residual stream */
     float *xb;              /* [n_batch][max(n_embd, q_dim)] normed input / attention output */
     float *q, *kx, *vx;     /* [n_batch][q_dim], [n_batch][kv_dim] x2 */
@@ -418,9 +421,10 @@ int model_session_new(model_session **out, const model *m, const model_session_p
     int32_t q_dim = hp->n_head * hp->head_dim, wide = q_dim > hp->n_embd ? q_dim : hp->n_embd;
     size_t B = (size_t)s->n_batch;
 
+    s->v_row_bytes = ((size_t)s->n_ctx * s->kv_elem + 63) / 64 * 64 + 64;
     size_t cache_bytes = (size_t)hp->n_layer * (size_t)s->n_ctx * (size_t)s->kv_dim * s->kv_elem;
     s->k_cache = malloc(cache_bytes);
-    s->v_cache = malloc(cache_bytes);
+    s->v_cache = malloc((size_t)hp->n_layer * (size_t)s->kv_dim * s->v_row_bytes);
     bool ok = s->k_cache && s->v_cache;
     s->x = alloc_floats(B, (size_t)hp->n_embd, &ok);
     s->xb = alloc_floats(B, (size_t)wide, &ok);
@@ -653,17 +657,31 @@ static void rope_apply(const model_session *s, float *vec, int n_heads, int t)
     }
 }
 
-static uint8_t *cache_row(const model_session *s, uint8_t *cache, int layer_i, int32_t pos)
+static uint8_t *k_cache_row(const model_session *s, int layer_i, int32_t pos)
 {
-    return cache + (((size_t)layer_i * s->n_ctx + pos) * s->kv_dim) * s->kv_elem;
+    return s->k_cache + (((size_t)layer_i * s->n_ctx + pos) * s->kv_dim) * s->kv_elem;
 }
 
-static void cache_store(model_session *s, uint8_t *dst, const float *src)
+/* Row of value dimension e (over all positions) of layer layer_i. */
+static uint8_t *v_cache_row(const model_session *s, int layer_i, int32_t e)
 {
-    if (s->kv_type == QT_F16)
+    return s->v_cache + ((size_t)layer_i * s->kv_dim + e) * s->v_row_bytes;
+}
+
+/* Writes src (kv_dim floats) into the cache as kv_type, element e at dst + e * stride bytes:
+ * a key's elements are contiguous (stride kv_elem), a value's one position of each row. */
+static void cache_store(model_session *s, uint8_t *dst, size_t stride, const float *src)
+{
+    if (stride == s->kv_elem && s->kv_type == QT_F16)
         s->k->f32_to_f16(s->kv_dim, src, (qt_f16 *)dst);
+    else if (s->kv_type == QT_F16)
+        for (int e = 0; e < s->kv_dim; e++) {
+            const qt_f16 h = qt_f32_to_f16(src[e]);
+            memcpy(dst + e * stride, &h, sizeof h);
+        }
     else
-        memcpy(dst, src, (size_t)s->kv_dim * sizeof(float));
+        for (int e = 0; e < s->kv_dim; e++)
+            memcpy(dst + e * stride, src + e, sizeof *src);
 }
 
 typedef struct attn_job {
@@ -676,10 +694,11 @@ typedef struct attn_job {
 } attn_job;
 
 /* Causal attention of items [i0, i1), an item being a token and a run of heads_per_item query
- * heads of one KV group. The run's heads share their keys and values: their scores are one
- * kern_gemm of the keys (rows) with the heads' queries (columns), each key read and converted
- * once for all of them (per head and key, a dot product call cost decode at 2k context half
- * its speed). */
+ * heads of one KV group. The run's heads share their keys and values, so both halves are one
+ * kern_gemm each, every key and value read and converted once for all of them (per head
+ * and key, dot and axpy calls cost decode at 2k context half its speed): the scores are the
+ * keys (rows) times the heads' queries (columns), the output the value dimensions' rows
+ * (over the positions) times the heads' attention weights. */
 static void attn_worker(void *ctx, int i0, int i1, int slot)
 {
     attn_job *j = ctx;
@@ -687,40 +706,28 @@ static void attn_worker(void *ctx, int i0, int i1, int slot)
     const model_hparams *hp = &s->m->hp;
     const int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv, q_dim = hp->n_head * hd;
     const int run = j->heads_per_item, runs = hp->n_head / run;
-    const size_t pos_stride = (size_t)s->kv_dim * s->kv_elem; /* bytes from one position to the next */
     const float scale = 1.0f / sqrtf((float)hd);
     float *att = s->scores + (size_t)slot * run * s->n_ctx; /* [run][n_ctx] */
     for (int item = i0; item < i1; item++) {
         const int t = item / runs, h0 = item % runs * run, g = h0 / group;
         const int32_t n_keys = j->pos0 + t + 1;
-        const size_t group_off = (size_t)g * hd * s->kv_elem;
-        kern_gemm(s->k, s->kv_type, hd, n_keys, run, cache_row(s, s->k_cache, j->layer_i, 0) + group_off, pos_stride,
-                  s->q + (size_t)t * q_dim + (size_t)h0 * hd, (size_t)hd * sizeof(float), att, (size_t)s->n_ctx);
-        for (int i = 0; i < run; i++) {
+        kern_gemm(s->k, s->kv_type, hd, n_keys, run, k_cache_row(s, j->layer_i, 0) + (size_t)g * hd * s->kv_elem,
+                  (size_t)s->kv_dim * s->kv_elem, s->q + (size_t)t * q_dim + (size_t)h0 * hd, (size_t)hd * sizeof(float),
+                  att, (size_t)s->n_ctx);
+        for (int i = 0; i < run; i++) { /* softmax(scale * scores) */
             float *a = att + (size_t)i * s->n_ctx, max = -INFINITY, sum = 0;
+            for (int32_t p = 0; p < n_keys; p++)
+                max = a[p] > max ? a[p] : max;
             for (int32_t p = 0; p < n_keys; p++) {
-                a[p] *= scale;
-                if (a[p] > max)
-                    max = a[p];
-            }
-            for (int32_t p = 0; p < n_keys; p++) {
-                a[p] = expf(a[p] - max);
+                a[p] = expf((a[p] - max) * scale);
                 sum += a[p];
             }
-            float *o = j->out + (size_t)t * q_dim + (size_t)(h0 + i) * hd;
-            memset(o, 0, (size_t)hd * sizeof *o);
-            for (int32_t p = 0; p < n_keys; p++) {
-                const uint8_t *vrow = cache_row(s, s->v_cache, j->layer_i, p) + group_off;
-                const float w = a[p] / sum;
-                if (s->kv_type == QT_F16) {
-                    s->k->axpy_f16(hd, w, (const qt_f16 *)vrow, o);
-                } else {
-                    const float *v = (const float *)vrow;
-                    for (int d = 0; d < hd; d++)
-                        o[d] += w * v[d];
-                }
-            }
+            const float inv_sum = 1.0f / sum;
+            for (int32_t p = 0; p < n_keys; p++)
+                a[p] *= inv_sum;
         }
+        kern_gemm(s->k, s->kv_type, n_keys, hd, run, v_cache_row(s, j->layer_i, g * hd), s->v_row_bytes,
+                  att, (size_t)s->n_ctx * sizeof(float), j->out + (size_t)t * q_dim + (size_t)h0 * hd, (size_t)hd);
     }
 }
 
@@ -756,8 +763,9 @@ static void forward_layers(model_session *s, const int32_t *tokens, int nt, int3
         for (int t = 0; t < nt; t++) {
             rope_apply(s, s->q + (size_t)t * q_dim, hp->n_head, t);
             rope_apply(s, s->kx + (size_t)t * s->kv_dim, hp->n_head_kv, t);
-            cache_store(s, cache_row(s, s->k_cache, l, pos0 + t), s->kx + (size_t)t * s->kv_dim);
-            cache_store(s, cache_row(s, s->v_cache, l, pos0 + t), s->vx + (size_t)t * s->kv_dim);
+            cache_store(s, k_cache_row(s, l, pos0 + t), s->kv_elem, s->kx + (size_t)t * s->kv_dim);
+            cache_store(s, v_cache_row(s, l, 0) + (size_t)(pos0 + t) * s->kv_elem, s->v_row_bytes,
+                        s->vx + (size_t)t * s->kv_dim);
         }
         attn_job aj = {s, l, nt, pos0, attn_heads_per_item(s, nt), s->xb};
         pool_for(s->pool, nt * (hp->n_head / aj.heads_per_item), 1, attn_worker, &aj);
