@@ -139,11 +139,12 @@ static bool is_float_file(const char *name)
 }
 
 /* Evaluates every token of rc with all logits on a fresh session. */
-static float *eval_all(const model *m, const kern_ops *k, pool *pl, int n_batch, const ref_case *rc)
+static float *eval_all(const model *m, const kern_ops *k, pool *pl, int n_batch, qt_type kv_type, const ref_case *rc)
 {
     model_session_params sp;
     model_session_params_default(&sp);
     sp.kern = k;
+    sp.kv_type = kv_type;
     sp.pool = pl;
     sp.n_ctx = rc->n_tokens;
     sp.n_batch = n_batch;
@@ -195,7 +196,7 @@ START_TEST(conformance_all_models_all_kernels)
         ck_assert_msg(model_open(&m, model_path, &ei) == 0, "%s: %s", model_path, ei.msg);
         double tol = is_float_file(de->d_name) ? 0.02 : 0.25;
         for (int ki = 0; ki < n_kern; ki++) {
-            float *logits = eval_all(m, kern_by_name(kernels[ki]), pl, 0, &rc);
+            float *logits = eval_all(m, kern_by_name(kernels[ki]), pl, 0, QT_F16, &rc);
             conf_result r = check_rows(&rc, logits, model_hparams_of(m)->n_vocab);
             printf("conformance %-34s kernel=%-6s rows=%d worst=%.4f std (tol %.2f) top1_mismatch=%d\n", de->d_name,
                    kernels[ki], r.rows, r.worst, tol, r.top1_mismatch);
@@ -244,18 +245,42 @@ START_TEST(chunking_and_threads_do_not_change_results)
     model *m = open_ref("qwen2-gpt2.q4_k_m", &rc);
     const kern_ops *k = kern_ref();
     int n_vocab = model_hparams_of(m)->n_vocab;
-    float *whole = eval_all(m, k, NULL, rc.n_tokens, &rc);
+    float *whole = eval_all(m, k, NULL, rc.n_tokens, QT_F16, &rc);
     pool *pl;
     ck_assert_int_eq(pool_new(&pl, 2, NULL), 0);
     int batches[] = {1, 7, 64};
     for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
-        float *chunked = eval_all(m, k, pl, batches[i], &rc);
+        float *chunked = eval_all(m, k, pl, batches[i], QT_F16, &rc);
         double d = max_abs_diff(whole, chunked, (size_t)rc.n_tokens * n_vocab);
         ck_assert_msg(d < 1e-3, "n_batch=%d differs by %g", batches[i], d);
         free(chunked);
     }
     pool_free(pl);
     free(whole);
+    model_close(m);
+    ref_free(&rc);
+}
+END_TEST
+
+/* An F32 KV cache (--kv-type F32) meets the float files' conformance tolerance on every
+ * kernel this CPU runs, in chunks of 7 tokens with 2 threads: its keys and values take the
+ * same gemm paths as F16's, through the F32 tile kernels. */
+START_TEST(f32_kv_cache_conforms)
+{
+    ref_case rc;
+    model *m = open_ref("qwen2-gpt2-e128.f16", &rc);
+    const char *kernels[8];
+    int n_kern = kern_available(kernels, 8);
+    pool *pl;
+    ck_assert_int_eq(pool_new(&pl, 2, NULL), 0);
+    for (int ki = 0; ki < n_kern; ki++) {
+        float *logits = eval_all(m, kern_by_name(kernels[ki]), pl, 7, QT_F32, &rc);
+        conf_result r = check_rows(&rc, logits, model_hparams_of(m)->n_vocab);
+        ck_assert_msg(r.top1_mismatch == 0 && r.worst <= 0.02, "%s: worst %.4f std, %d top-1 mismatches",
+                      kernels[ki], r.worst, r.top1_mismatch);
+        free(logits);
+    }
+    pool_free(pl);
     model_close(m);
     ref_free(&rc);
 }
@@ -360,6 +385,7 @@ int main(void)
     tc = tcase_create("session");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, chunking_and_threads_do_not_change_results);
+    tcase_add_test(tc, f32_kv_cache_conforms);
     tcase_add_test(tc, rewind_reuses_prefix);
     tcase_add_test(tc, context_limit_and_bad_tokens_are_refused);
     tcase_add_test(tc, cancel_stops_between_chunks);
