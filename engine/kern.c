@@ -104,7 +104,7 @@ static void init_tables(void)
             FILL_(dot[t]);
             FILL_(quantize[t]);
         }
-        FILL_(axpy_f16);
+        FILL_(softmax);
         FILL_(f32_to_f16);
     }
 }

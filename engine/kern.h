@@ -39,8 +39,9 @@ typedef struct kern_ops {
     const char *name;                       /* "ref", "avx2", "avx512", "neon" */
     kern_dot_fn dot[QT_COUNT];              /* by weight type; NULL where unsupported */
     kern_quantize_fn quantize[QT_COUNT];    /* by activation type: Q8_0, Q8_1, Q8_K */
-    /* y[i] += a * x[i] for i < n, x in f16 (attention's weighted sum over the V cache). */
-    void (*axpy_f16)(int n, float a, const qt_f16 *x, float *y);
+    /* x[i] = e^(scale·(x[i] - max)) / Σ_j e^(scale·(x[j] - max)) for i < n: attention's
+     * weights from its scores (scale > 0, n >= 1). */
+    void (*softmax)(int n, float scale, float *x);
     /* y[i] = f16(x[i]) for i < n (writing K/V into the cache). */
     void (*f32_to_f16)(int n, const float *x, qt_f16 *y);
     /* by weight type; NULL where the variant has no tiled kernel (kern_gemm then loops dot) */

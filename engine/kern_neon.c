@@ -355,16 +355,11 @@ static void quantize_q8_k(const float *x, void *y, int n)
     }
 }
 
-/* ---- f16 cache helpers -------------------------------------------------- */
+/* ---- attention's softmax and the f16 cache ---------------------------- */
 
-static void axpy_f16(int n, float a, const qt_f16 *x, float *y)
-{
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vld1_f16((const __fp16 *)x + i)), a));
-    for (; i < n; i++)
-        y[i] = __builtin_fmaf(a, f16_at(x + i), y[i]);
-}
+#define KSM_BYTES 16
+#include "kern_softmax_isa.h"
+
 
 static void f32_to_f16(int n, const float *x, qt_f16 *y)
 {
@@ -580,7 +575,7 @@ const kern_ops kern_ops_neon = {
             [QT_Q6_K] = dot_q6_k,
         },
     .quantize = {[QT_Q8_0] = quantize_q8_0, [QT_Q8_1] = quantize_q8_1, [QT_Q8_K] = quantize_q8_k},
-    .axpy_f16 = axpy_f16,
+    .softmax = ksm_softmax,
     .f32_to_f16 = f32_to_f16,
     .gemm =
         {

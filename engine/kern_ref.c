@@ -2,6 +2,7 @@
  * Integer parts are exact; float accumulation is plain left-to-right. */
 #include "kern.h"
 
+#include <math.h>
 #include <string.h>
 
 static float dot_f32(int n, const void *w, const void *x)
@@ -200,10 +201,17 @@ static void quant_q8_0(const float *x, void *y, int n) { qt_quantize_row(QT_Q8_0
 static void quant_q8_1(const float *x, void *y, int n) { qt_quantize_row(QT_Q8_1, x, y, n); }
 static void quant_q8_k(const float *x, void *y, int n) { qt_quantize_row(QT_Q8_K, x, y, n); }
 
-static void axpy_f16(int n, float a, const qt_f16 *x, float *y)
+static void softmax(int n, float scale, float *x)
 {
+    float max = x[0], sum = 0;
+    for (int i = 1; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(scale * (x[i] - max));
+        sum += x[i];
+    }
     for (int i = 0; i < n; i++)
-        y[i] += a * qt_f16_to_f32(x[i]);
+        x[i] /= sum;
 }
 
 static void f32_to_f16(int n, const float *x, qt_f16 *y)
@@ -220,6 +228,6 @@ const kern_ops kern_ops_ref = {
         [QT_Q8_0] = dot_q8_0, [QT_Q4_K] = dot_q4_k, [QT_Q5_K] = dot_q5_k, [QT_Q6_K] = dot_q6_k,
     },
     .quantize = {[QT_Q8_0] = quant_q8_0, [QT_Q8_1] = quant_q8_1, [QT_Q8_K] = quant_q8_k},
-    .axpy_f16 = axpy_f16,
+    .softmax = softmax,
     .f32_to_f16 = f32_to_f16,
 };

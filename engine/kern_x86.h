@@ -3,9 +3,9 @@
  * its own target flags; everything here needs AVX2 + FMA + F16C and nothing more.
  *
  * Holds: horizontal sums, block-scale conversion, the K-quant scale unpacking, the
- * activation quantizers (O(n) per matmul next to the O(n·rows) dot products, so 256-bit
- * code is as good as 512-bit there), the f16 KV-cache helpers, and the macros that make
- * each file's dot entries and table. Not a public header: kern.h is the API. */
+ * activation quantizers and attention's softmax (O(n) next to the O(n·rows) products around
+ * them, so 256-bit code is as good as 512-bit there), the f16 KV-cache helper, and the
+ * macros that make each file's dot entries and table. Not a public header: kern.h is the API. */
 #ifndef EDGELLM_KERN_X86_H
 #define EDGELLM_KERN_X86_H
 
@@ -227,19 +227,10 @@ static inline void kx_act_offset16(const uint8_t *x, int nb, kt_act *t) { kx_act
 static inline void kx_act_offset128(const uint8_t *x, int nb, kt_act *t) { kx_act32(x, nb, t, 128, false); }
 static inline void kx_act_q8_1(const uint8_t *x, int nb, kt_act *t) { kx_act32(x, nb, t, 0, true); }
 
-/* ---- f16 cache helpers -------------------------------------------------- */
+/* ---- attention's softmax and the f16 cache ---------------------------- */
 
-static inline void kx_axpy_f16(int n, float a, const qt_f16 *x, float *y)
-{
-    const __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 xf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xf, _mm256_loadu_ps(y + i)));
-    }
-    for (; i < n; i++)
-        y[i] = __builtin_fmaf(a, kx_f16(x[i]), y[i]);
-}
+#define KSM_BYTES 32
+#include "kern_softmax_isa.h"
 
 static inline void kx_f32_to_f16(int n, const float *x, qt_f16 *y)
 {
@@ -276,7 +267,7 @@ static inline void kx_f32_to_f16(int n, const float *x, qt_f16 *y)
                 [QT_Q5_K] = dot_q5_k,                                                                           \
                 [QT_Q6_K] = dot_q6_k},                                                                          \
         .quantize = {[QT_Q8_0] = kx_quantize_q8_0, [QT_Q8_1] = kx_quantize_q8_1, [QT_Q8_K] = kx_quantize_q8_k}, \
-        .axpy_f16 = kx_axpy_f16,                                                                                \
+        .softmax = ksm_softmax,                                                                                 \
         .f32_to_f16 = kx_f32_to_f16,                                                                            \
         .gemm = {[QT_F32] = gemm_f32,                                                                           \
                  [QT_F16] = gemm_f16,                                                                           \

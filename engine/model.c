@@ -714,18 +714,8 @@ static void attn_worker(void *ctx, int i0, int i1, int slot)
         kern_gemm(s->k, s->kv_type, hd, n_keys, run, k_cache_row(s, j->layer_i, 0) + (size_t)g * hd * s->kv_elem,
                   (size_t)s->kv_dim * s->kv_elem, s->q + (size_t)t * q_dim + (size_t)h0 * hd, (size_t)hd * sizeof(float),
                   att, (size_t)s->n_ctx);
-        for (int i = 0; i < run; i++) { /* softmax(scale * scores) */
-            float *a = att + (size_t)i * s->n_ctx, max = -INFINITY, sum = 0;
-            for (int32_t p = 0; p < n_keys; p++)
-                max = a[p] > max ? a[p] : max;
-            for (int32_t p = 0; p < n_keys; p++) {
-                a[p] = expf((a[p] - max) * scale);
-                sum += a[p];
-            }
-            const float inv_sum = 1.0f / sum;
-            for (int32_t p = 0; p < n_keys; p++)
-                a[p] *= inv_sum;
-        }
+        for (int i = 0; i < run; i++)
+            s->k->softmax(n_keys, scale, att + (size_t)i * s->n_ctx);
         kern_gemm(s->k, s->kv_type, n_keys, hd, run, v_cache_row(s, j->layer_i, g * hd), s->v_row_bytes,
                   att, (size_t)s->n_ctx * sizeof(float), j->out + (size_t)t * q_dim + (size_t)h0 * hd, (size_t)hd);
     }

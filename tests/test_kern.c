@@ -539,49 +539,47 @@ START_TEST(test_quantize_matches_ref)
 }
 END_TEST
 
-/* ---- f16 helpers -------------------------------------------------------- */
+/* ---- softmax and f16 conversion ----------------------------------------- */
 
-static const int lengths_f16[] = {0, 1, 5, 8, 13, 16, 31, 64, 67, 1000};
-
-START_TEST(test_axpy_f16_matches_ref)
+/* Softmax against ref's expf: each weight within a few ulp of exp plus the two sums' rounding
+ * (ref adds left to right, a variant by lanes), weights that ref finds below the normal
+ * floats may be 0, nothing written past n; scores spread narrow and wide (the tail at
+ * -80..-100 tests the underflow), all equal, and one far above the rest. */
+START_TEST(test_softmax_matches_ref)
 {
     const kern_ops *ref = kern_ref();
+    static const int lengths[] = {1, 5, 8, 13, 16, 31, 64, 67, 1000, 2049};
+    static const float spreads[] = {1.0f, 30.0f, 0.0f, -1.0f}; /* 0: all equal; -1: one outlier */
     for (int v = 0; v < n_variants(); v++) {
         const char *name;
         const kern_ops *k = variant(v, &name);
-        for (size_t li = 0; li < sizeof lengths_f16 / sizeof *lengths_f16; li++) {
-            uint64_t s = 5 + li;
-            const int n = lengths_f16[li], pad = 8;
-            qt_f16 *x = malloc((size_t)(n + 1) * sizeof *x);
-            float *y0 = malloc((size_t)(n + pad) * sizeof *y0), *yr = malloc((size_t)(n + pad) * sizeof *yr),
-                  *yk = malloc((size_t)(n + pad) * sizeof *yk);
-            ck_assert(x && y0 && yr && yk);
-            for (int j = 0; j < n; j++) /* every f16 pattern but inf/nan, subnormals included */
-                do
-                    x[j] = (qt_f16)rng_next(&s);
-                while ((x[j] & 0x7c00) == 0x7c00);
-            for (int j = 0; j < n + pad; j++)
-                y0[j] = rng_gauss(&s);
-            const float a = rng_gauss(&s);
-            memcpy(yr, y0, (size_t)(n + pad) * sizeof *y0);
-            memcpy(yk, y0, (size_t)(n + pad) * sizeof *y0);
-            ref->axpy_f16(n, a, x, yr);
-            k->axpy_f16(n, a, x, yk);
-            for (int j = 0; j < n; j++) {
-                /* ref rounds a·x and then the sum, a fused multiply-add only the sum:
-                 * |diff| <= 2u·|y + a·x| + u·|a·x| <= 3u·(|y| + |a·x|) */
-                double ax = fabs((double)a * qt_f16_to_f32(x[j]));
-                double tol = 3 * 0x1p-24 * (fabs((double)y0[j]) + ax) * 1.01;
-                ck_assert_msg(fabs((double)yk[j] - yr[j]) <= tol, "%s axpy_f16 n=%d [%d]: %.9g, ref %.9g", name, n, j,
-                              yk[j], yr[j]);
+        for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++)
+            for (size_t si = 0; si < sizeof spreads / sizeof *spreads; si++) {
+                uint64_t s = 17 + li * 5 + si;
+                const int n = lengths[li], pad = 8;
+                const float scale = 0.125f;
+                float *xr = malloc((size_t)(n + pad) * sizeof *xr), *xk = malloc((size_t)(n + pad) * sizeof *xk);
+                ck_assert(xr && xk);
+                for (int j = 0; j < n + pad; j++)
+                    xr[j] = spreads[si] > 0 ? spreads[si] * rng_gauss(&s) : 3.0f;
+                if (spreads[si] < 0)
+                    xr[n / 2] = 800.0f; /* every other weight e^-99.6: below the normal floats */
+                memcpy(xk, xr, (size_t)(n + pad) * sizeof *xr);
+                ref->softmax(n, scale, xr);
+                k->softmax(n, scale, xk);
+                double sum = 0;
+                for (int j = 0; j < n; j++) {
+                    double tol = 1e-5 * xr[j] + 0x1p-126;
+                    ck_assert_msg(fabs((double)xk[j] - xr[j]) <= tol, "%s softmax n=%d spread %g [%d]: %.9g, ref %.9g",
+                                  name, n, spreads[si], j, xk[j], xr[j]);
+                    sum += xk[j];
+                }
+                ck_assert_msg(fabs(sum - 1) < 1e-5, "%s softmax n=%d spread %g sums to %.9g", name, n, spreads[si], sum);
+                for (int j = n; j < n + pad; j++)
+                    ck_assert_msg(xk[j] == xr[j], "%s softmax n=%d wrote x[%d] past the end", name, n, j);
+                free(xr);
+                free(xk);
             }
-            for (int j = n; j < n + pad; j++)
-                ck_assert_msg(yk[j] == y0[j], "%s axpy_f16 n=%d wrote y[%d] past the end", name, n, j);
-            free(x);
-            free(y0);
-            free(yr);
-            free(yk);
-        }
     }
 }
 END_TEST
@@ -654,7 +652,7 @@ START_TEST(test_variants_implement_their_entries)
             ck_assert_msg(k->dot[dot_types[j]], "%s has no dot for %s", name, qt_name(dot_types[j]));
         for (size_t j = 0; j < sizeof act_types / sizeof *act_types; j++)
             ck_assert_ptr_nonnull(k->quantize[act_types[j]]);
-        ck_assert(k->axpy_f16 && k->f32_to_f16);
+        ck_assert(k->softmax && k->f32_to_f16);
         if (k == ref)
             continue;
         for (int j = 0; j < N_DOT_TYPES; j++) {
@@ -665,8 +663,8 @@ START_TEST(test_variants_implement_their_entries)
         for (size_t j = 0; j < sizeof act_types / sizeof *act_types; j++)
             ck_assert_msg(k->quantize[act_types[j]] != ref->quantize[act_types[j]],
                           "%s falls back to ref for quantize %s", name, qt_name(act_types[j]));
-        ck_assert_msg(k->axpy_f16 != ref->axpy_f16 && k->f32_to_f16 != ref->f32_to_f16, "%s falls back to ref for f16",
-                      name);
+        ck_assert_msg(k->softmax != ref->softmax && k->f32_to_f16 != ref->f32_to_f16,
+                      "%s falls back to ref for softmax or f16", name);
     }
 }
 END_TEST
@@ -872,7 +870,7 @@ static Suite *kern_suite(bool with_bench)
     tc = tcase_create("convert");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_quantize_matches_ref, 0, sizeof act_types / sizeof *act_types);
-    tcase_add_test(tc, test_axpy_f16_matches_ref);
+    tcase_add_test(tc, test_softmax_matches_ref);
     tcase_add_test(tc, test_f32_to_f16_exact);
     suite_add_tcase(s, tc);
     tc = tcase_create("select");
