@@ -543,8 +543,8 @@ END_TEST
 
 /* Softmax against ref's expf: each weight within a few ulp of exp plus the two sums' rounding
  * (ref adds left to right, a variant by lanes), weights that ref finds below the normal
- * floats may be 0, nothing written past n; scores spread narrow and wide (the tail at
- * -80..-100 tests the underflow), all equal, and one far above the rest. */
+ * floats may be 0, nothing written past n; scores spread narrow and wide, all equal, and
+ * one far above the rest (the others' weights then below the normal floats). */
 START_TEST(test_softmax_matches_ref)
 {
     const kern_ops *ref = kern_ref();
