@@ -63,6 +63,18 @@ check "run: stats on stderr" grep -q "generated: 12 tokens" "$TMP/run.err"
 "$EDGELLM" run -m "$M/qwen2-gpt2.q4_k_m.gguf" -p "Hi" -n 4 --chat --chat-template chatml >/dev/null 2>"$TMP/chat.err"
 check "run --chat with a template override" grep -q "generated:" "$TMP/chat.err"
 
+# bench: llama-bench's measures, also after a context of -d tokens
+"$EDGELLM" bench -m "$M/llama-spm.q4_0.gguf" -p 8 -n 4 -d 16 -r 2 --json >"$TMP/bench.json" 2>&1
+check "bench -d: JSON with the depth and both speeds" python3 -c "
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b['n_depth'] == 16 and b['n_prompt'] == 8 and b['n_gen'] == 4, b
+assert b['pp_tps']['min'] > 0 and b['tg_tps']['min'] > 0, b" "$TMP/bench.json"
+"$EDGELLM" bench -m "$M/llama-spm.q4_0.gguf" -p 8 -n 4 -d 16 -r 1 >"$TMP/bench.txt" 2>&1
+check "bench -d: tests named as llama-bench names them" grep -q "^tg4 @ d16 " "$TMP/bench.txt"
+"$EDGELLM" bench -m "$M/llama-spm.q4_0.gguf" -d -1 2>/dev/null; rc=$?
+check "bench -d -1: usage error (exit 2)" test $rc -eq 2
+
 # info and mkmodel
 "$EDGELLM" mkmodel --shape demo --type Q4_K_M -o "$TMP/demo.gguf" --seed 5 >/dev/null
 "$EDGELLM" info -m "$TMP/demo.gguf" >"$TMP/info.out"

@@ -1,6 +1,7 @@
 /* edgellm bench — prefill and decode speed of the local engine on one model, measured the
  * way llama-bench does (pp: N prompt tokens into an empty context in one call; tg: N
- * single-token steps from an empty context), plus load time, time to ready (load and the
+ * single-token steps from an empty context; with -d D both after a context of D tokens,
+ * where attention's share shows), plus load time, time to ready (load and the
  * first prefill: what a restart costs before the first answer), resident memory, time to
  * first token, and (with --bandwidth) the machine's read bandwidth, which bounds decode.
  * With --pss it instead starts two processes on the model, runs a prompt in each and
@@ -26,7 +27,7 @@
 #include "engine/model.h"
 #include "engine/pool.h"
 
-#define USAGE CLI_ENGINE_USAGE " [-p N_PROMPT] [-n N_GEN] [-r REPEATS] [--json] [--bandwidth] [--pss]"
+#define USAGE CLI_ENGINE_USAGE " [-p N_PROMPT] [-n N_GEN] [-d DEPTH] [-r REPEATS] [--json] [--bandwidth] [--pss]"
 
 static double now_s(void)
 {
@@ -146,9 +147,15 @@ static double decode_bytes(const model *m)
     return bytes;
 }
 
+/* Bytes of keys and values one decode step reads at n_keys positions. */
+static double kv_bytes(const model_hparams *hp, qt_type kv_type, double n_keys)
+{
+    return 2.0 * hp->n_layer * (double)qt_row_bytes(kv_type, hp->n_head_kv * hp->head_dim) * n_keys;
+}
+
 typedef struct bench_opts {
     cli_engine_opts engine;
-    int n_prompt, n_gen, repeats;
+    int n_prompt, n_gen, n_depth, repeats;
     bool json, bandwidth, pss;
 } bench_opts;
 
@@ -270,7 +277,8 @@ static int pss_report(const bench_opts *o)
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
     static const struct option longopts[] = {CLI_ENGINE_LONGOPTS, {"n-prompt", required_argument, 0, 'p'},
-                                             {"n-gen", required_argument, 0, 'n'}, {"repeats", required_argument, 0, 'r'},
+                                             {"n-gen", required_argument, 0, 'n'}, {"n-depth", required_argument, 0, 'd'},
+                                             {"repeats", required_argument, 0, 'r'},
                                              {"json", no_argument, 0, 'J'}, {"bandwidth", no_argument, 0, 'W'},
                                              {"pss", no_argument, 0, 'S'}, {"help", no_argument, 0, 'h'}, {0}};
     cli_engine_opts_default(&o->engine);
@@ -279,7 +287,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     o->repeats = 5;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, CLI_ENGINE_SHORTOPTS "p:n:r:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, CLI_ENGINE_SHORTOPTS "p:n:d:r:", longopts, NULL)) != -1) {
         int r = cli_engine_parse_opt(&o->engine, opt, optarg, "bench");
         if (r < 0)
             return 2;
@@ -288,6 +296,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         switch (opt) {
         case 'p': o->n_prompt = atoi(optarg); break;
         case 'n': o->n_gen = atoi(optarg); break;
+        case 'd': o->n_depth = atoi(optarg); break;
         case 'r': o->repeats = atoi(optarg); break;
         case 'J': o->json = true; break;
         case 'W': o->bandwidth = true; break;
@@ -298,10 +307,11 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     }
     if (!o->engine.model_path)
         return cli_usage("bench", USAGE, "-m is required");
-    if (o->n_prompt < 1 || o->n_gen < 1 || o->repeats < 1 || o->repeats > 1000)
-        return cli_usage("bench", USAGE, "-p, -n and -r must be positive");
+    if (o->n_prompt < 1 || o->n_gen < 1 || o->repeats < 1 || o->repeats > 1000 || o->n_depth < 0 ||
+        o->n_depth > (1 << 20))
+        return cli_usage("bench", USAGE, "-p, -n and -r must be positive, -d at least 0");
     if (o->engine.n_ctx <= 0)
-        o->engine.n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
+        o->engine.n_ctx = o->n_depth + (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen);
     if (o->engine.n_batch <= 0)
         o->engine.n_batch = o->n_prompt; /* one call, like llama-bench's default batch */
     return 0;
@@ -322,33 +332,38 @@ int cli_bench(int argc, char **argv)
         return cli_fail("bench", &ei, rc);
     t_load = now_s() - t_load;
     const model_hparams *hp = model_hparams_of(e.m);
-    int32_t *toks = random_tokens(o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen, hp->n_vocab);
+    int32_t *toks = random_tokens(o.n_depth + (o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen), hp->n_vocab);
     float *logits = malloc((size_t)hp->n_vocab * sizeof *logits);
     double *pp = malloc((size_t)o.repeats * sizeof *pp), *tg = malloc((size_t)o.repeats * sizeof *tg),
            *ttft = malloc((size_t)o.repeats * sizeof *ttft), *bw = malloc((size_t)o.repeats * sizeof *bw),
            *reach = malloc((size_t)o.repeats * sizeof *reach); /* bw: GB/s; reach: tg over its ceiling */
     uint8_t *bw_buf = o.bandwidth ? bw_buffer() : NULL;
-    const double decode_gb = decode_bytes(e.m) / 1e9;
+    /* decode reads the weights and, on average over the run, n_depth + n_gen / 2 positions */
+    const double decode_gb = (decode_bytes(e.m) + kv_bytes(hp, o.engine.kv_type, o.n_depth + o.n_gen / 2.0)) / 1e9;
     if (!toks || !logits || !pp || !tg || !ttft || !bw || !reach || bw_buf == MAP_FAILED) {
         rc = err_set(&ei, -ENOMEM, "out of memory");
         goto done;
     }
+    /* the depth's context, once: every run rewinds to it (a rewind keeps the cache) */
+    if ((rc = model_session_eval(e.s, toks, o.n_depth, NULL, false, NULL, &ei)))
+        goto done;
+    const int32_t *run_toks = toks + o.n_depth;
     /* warm-up: fault the weights in and let the CPU clock settle; being the first prefill, it
      * is also what stands between opening the model and the first answer */
     double t_ready = now_s();
-    if ((rc = model_session_eval(e.s, toks, o.n_prompt, logits, false, NULL, &ei)))
+    if ((rc = model_session_eval(e.s, run_toks, o.n_prompt, logits, false, NULL, &ei)))
         goto done;
     t_ready = t_load + (now_s() - t_ready);
     for (int r = 0; r < o.repeats && !rc; r++) {
-        model_session_rewind(e.s, 0);
+        model_session_rewind(e.s, o.n_depth);
         double t = now_s();
-        rc = model_session_eval(e.s, toks, o.n_prompt, logits, false, NULL, &ei);
+        rc = model_session_eval(e.s, run_toks, o.n_prompt, logits, false, NULL, &ei);
         pp[r] = o.n_prompt / (now_s() - t);
         ttft[r] = (now_s() - t) * 1e3; /* prefill ends with the first token's logits */
-        model_session_rewind(e.s, 0);
+        model_session_rewind(e.s, o.n_depth);
         t = now_s();
         for (int i = 0; i < o.n_gen && !rc; i++)
-            rc = model_session_eval(e.s, &toks[i], 1, logits, false, NULL, &ei);
+            rc = model_session_eval(e.s, &run_toks[i], 1, logits, false, NULL, &ei);
         tg[r] = o.n_gen / (now_s() - t);
         if (bw_buf) {
             bw[r] = read_bandwidth_gbs(e.pool, bw_buf);
@@ -376,13 +391,13 @@ int cli_bench(int argc, char **argv)
     }
     if (o.json) {
         printf("{\"model\":\"%s\",\"type\":\"%s\",\"weights_mib\":%.1f,\"threads\":%d,\"kernel\":\"%s\","
-               "\"n_prompt\":%d,\"n_gen\":%d,\"repeats\":%d,"
+               "\"n_prompt\":%d,\"n_gen\":%d,\"n_depth\":%d,\"repeats\":%d,"
                "\"pp_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"tg_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"ttft_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"load_s\":%.4f,\"ready_s\":%.4f,\"weights_from\":\"%s\",\"rss_mib\":%.1f",
                o.engine.model_path, qt_name(model_main_type(e.m)), model_weight_bytes(e.m) / 1048576.0,
-               pool_size(e.pool), kern_name, o.n_prompt, o.n_gen, o.repeats, spp.median, spp.min, spp.max,
+               pool_size(e.pool), kern_name, o.n_prompt, o.n_gen, o.n_depth, o.repeats, spp.median, spp.min, spp.max,
                stg.median, stg.min, stg.max, sft.median, sft.min, sft.max, t_load, t_ready, weights_source(&e),
                rss / 1048576.0);
         if (o.bandwidth)
@@ -394,8 +409,13 @@ int cli_bench(int argc, char **argv)
     } else {
         printf("model %s: %s, %.1f MiB of weights, %d threads, kernel %s\n", o.engine.model_path,
                qt_name(model_main_type(e.m)), model_weight_bytes(e.m) / 1048576.0, pool_size(e.pool), kern_name);
-        printf("pp%-4d %8.2f t/s (min %.2f, max %.2f)\n", o.n_prompt, spp.median, spp.min, spp.max);
-        printf("tg%-4d %8.2f t/s (min %.2f, max %.2f)\n", o.n_gen, stg.median, stg.min, stg.max);
+        char at[24] = "", pp_name[48], tg_name[48]; /* llama-bench's names: pp64, tg32 @ d2000 */
+        if (o.n_depth)
+            snprintf(at, sizeof at, " @ d%d", o.n_depth);
+        snprintf(pp_name, sizeof pp_name, "pp%d%s", o.n_prompt, at);
+        snprintf(tg_name, sizeof tg_name, "tg%d%s", o.n_gen, at);
+        printf("%-6s %8.2f t/s (min %.2f, max %.2f)\n", pp_name, spp.median, spp.min, spp.max);
+        printf("%-6s %8.2f t/s (min %.2f, max %.2f)\n", tg_name, stg.median, stg.min, stg.max);
         printf("time to first token (%d-token prompt): %.1f ms (min %.1f, max %.1f)\n", o.n_prompt, sft.median,
                sft.min, sft.max);
         printf("load %.3f s, ready %.3f s (load + first %d-token prefill), weights from %s, RSS %.1f MiB\n", t_load,
