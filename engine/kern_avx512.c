@@ -476,7 +476,90 @@ static void matvec_q8_0_pairs(const uint8_t *w, size_t w_stride, int nb, const k
     store_rows(out, row_pair_sums(acc), nrows, accumulate);
 }
 
-KT_TILE32(q4_0, q8_0, kx_act_offset8, ((traits32){false, 15, false}))
+/* Σ levels·y + offset of one Q4_0 block in sixteen rows, its qs bytes in the dwords q[] of
+ * its rows (lane r: row r): lo levels q & 0x0F against y[0..15], hi ones q & 0xF0 against
+ * y[16..31], which sums 16 times the hi share and saves the shift of each dword for one of
+ * the sum. shifted: the qs start two bytes into q[0] (after the block's d) and end two
+ * bytes into q[4] (before the next block's d), so those ends are masked off and each y
+ * dword is taken from two bytes earlier, the ends' as a broadcast word. */
+KX_INLINE __m512i q4_0_sum(const __m512i q[], bool shifted, const uint8_t *y, int32_t offset)
+{
+    __m512i lo = _mm512_set1_epi32(offset), hi = _mm512_setzero_si512();
+    const int n = shifted ? 5 : 4;
+#pragma GCC unroll 5
+    for (int m = 0; m < n; m++) {
+        const bool end = shifted && (m == 0 || m == 4);
+        const uint32_t keep = !end ? 0xFFFFFFFFu : m == 0 ? 0xFFFF0000u : 0x0000FFFFu;
+        const uint8_t *at = y + 4 * m - (shifted && m ? 2 : 0);
+        __m512i ylo, yhi;
+        if (end) {
+            uint16_t a, b;
+            memcpy(&a, at, sizeof a);
+            memcpy(&b, at + 16, sizeof b);
+            ylo = _mm512_set1_epi16((short)a);
+            yhi = _mm512_set1_epi16((short)b);
+        } else {
+            ylo = _mm512_set1_epi32(load_i32(at));
+            yhi = _mm512_set1_epi32(load_i32(at + 16));
+        }
+        lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(q[m], _mm512_set1_epi32((int)(keep & 0x0F0F0F0Fu))), ylo);
+        hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(q[m], _mm512_set1_epi32((int)(keep & 0xF0F0F0F0u))), yhi);
+    }
+    return _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
+}
+
+/* Decode's Q4_0 (kt_kernel's matvec). The strip's matvec32 gathers the sixteen rows' d of
+ * each block one f16 at a time (a fifth of its time); here eight blocks (144 bytes of each
+ * row, 36 dwords) are transposed whole in nine load16x4, and every block is read from the
+ * dwords it falls in: an odd block's qs are four whole dwords, an even one's start two
+ * bytes into its first dword after its d, and the next block's d ends its fifth
+ * (q4_0_sum's shifted), so both d are halves of dwords already loaded. The last nb % 8
+ * blocks take matvec32. One Zen 4 core (test_kern's bench_matvec): 35 GB/s from cache
+ * against matvec32's 28; decoding TinyLlama Q4_0 on 2 cores with ~70 GB/s of memory
+ * bandwidth, 76 t/s against 72. */
+static const traits32 traits_q4_0 = {false, 15, false};
+
+static void matvec_q4_0_eights(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x,
+                               const kt_act *t, float *out, int nrows, bool accumulate)
+{
+    const strip row = strip_rows(w, w_stride);
+    kt_prefetch ahead = *pf;
+    const size_t ybytes = sizeof(qt_block_q8_0), yqs = offsetof(qt_block_q8_0, qs);
+    /* word i of the result: d of row i of the even block (low word of dword 0) for i < 16,
+     * then of the odd one (high word of dword 4) */
+    const __m512i d_words = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 30,
+                                             28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int whole = nb - nb % 8;
+    for (int b = 0; b < whole; b += 8) {
+        __m512i dw[36];
+        int have = 0;
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) { /* blocks b + 2p (even) and b + 2p + 1: dwords 9p .. 9p+8 */
+#pragma GCC unroll 3
+            for (; have < 9 * p + 9; have += 4) /* loaded as they are needed: 36 vectors would spill */
+                load16x4(&row, (size_t)b * sizeof(qt_block_q4_0) + 4 * (size_t)have, dw + have);
+            const __m512i *q = dw + 9 * p;
+            const __m512i d = _mm512_permutex2var_epi16(q[0], d_words, q[4]);
+#pragma GCC unroll 2
+            for (int odd = 0; odd < 2; odd++) {
+                const int k = b + 2 * p + odd;
+                kt_prefetch_step(&ahead);
+                const __m512i sum = q4_0_sum(q + 5 * odd, !odd, x + (size_t)k * ybytes + yqs, t[k].offset);
+                const __m256i dk = odd ? _mm512_extracti64x4_epi64(d, 1) : _mm512_castsi512_si256(d);
+                acc[odd] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
+                                           _mm512_mul_ps(_mm512_cvtph_ps(dk), _mm512_set1_ps(t[k].d)), acc[odd]);
+            }
+        }
+    }
+    store_rows(out, _mm512_add_ps(acc[0], acc[1]), nrows, accumulate);
+    if (whole < nb)
+        matvec32(w + (size_t)whole * sizeof(qt_block_q4_0), w_stride, nb - whole, &ahead,
+                 x + (size_t)whole * ybytes, t + whole, out, nrows, accumulate || whole > 0,
+                 sizeof(qt_block_q4_0), unpack_q4_0, traits_q4_0);
+}
+
+KT_TILE32_MATVEC(q4_0, q8_0, kx_act_offset8, traits_q4_0, matvec_q4_0_eights)
 KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true, 15, false}))
 KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}))
 KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}))
@@ -520,7 +603,78 @@ KTI_INLINE kv_sum block_corrk(const panelk *p, const qt_block_q8_k *y)
     return (kv_sum)corr;
 }
 
-KT_TILEK(q4_k, ((traitsk){8, true, 15}))
+/* Byte k of each dword of v as an int32, or (pair) as both int16 halves of it: one vpshufb
+ * where shifts and masks take two to four ops (Q4_K decode, 30 GB/s from cache against 27
+ * with them). */
+KX_INLINE __m512i byte_of(__m512i v, int k, bool pair)
+{
+    int32_t pick[4]; /* dword i of each 128-bit lane: bytes 4i + k, zero, 4i + k or zero, zero */
+    for (int i = 0; i < 4; i++)
+        pick[i] = (4 * i + k) | 0x80 << 8 | (pair ? 4 * i + k : 0x80) << 16 | (int32_t)0x80000000;
+    return _mm512_shuffle_epi8(v, _mm512_set4_epi32(pick[3], pick[2], pick[1], pick[0]));
+}
+
+/* Decode's Q4_K (kt_kernel's matvec): the strip's rows transposed into registers as pack
+ * does, but used at once instead of stored as a panel entry and read back (decode through
+ * the panel made 20.1 GB/s against dot's 20.0). The header's scales and mins are unpacked
+ * once for the sixteen rows; each 64 weights take 16 vpdpbusd of their dwords against
+ * broadcast activation dwords, the low nibbles (sub-block 2c) into one sum and the high
+ * ones (2c+1) masked in place into another (16 times its value, as in q4_0_sum), each
+ * scaled by one vpmulld; the mins' share is 8 vpdpwssd of (min, min) pairs with the bsums.
+ * A step of the next strip's prefetches before each load16x4 of qs: one per block asked
+ * for 40 lines at once (30 GB/s from cache, against 36). One Zen 4 core (test_kern's
+ * bench_matvec): 36 GB/s from cache against dot's 19.7, from DRAM 22-27 against 16-18;
+ * decoding TinyLlama Q4_K_M on 2 cores with ~70 GB/s of memory bandwidth, 64-70 t/s
+ * against 52-58 (with ~37 GB/s both are bound by it: 81-87% of it against 84-90%). */
+static void matvec_q4_k_strip(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x,
+                              const kt_act *t, float *out, int nrows, bool accumulate)
+{
+    (void)t;
+    const strip row = strip_rows(w, w_stride);
+    kt_prefetch ahead = *pf;
+    kt_prefetch_split(&ahead, 8); /* a step for each load16x4 of qs */
+    const qt_block_q8_k *y = (const qt_block_q8_k *)x;
+    const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8((char)0xF0);
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const size_t off = (size_t)b * sizeof(qt_block_q4_k);
+        __m512i h[4]; /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
+        load16x4(&row, off, h);
+        kv_u8 sc8[2], mn8[2];
+        k_affine_scales(h, sc8, mn8);
+        const __m512i sc[2] = {(__m512i)sc8[0], (__m512i)sc8[1]}, mn[2] = {(__m512i)mn8[0], (__m512i)mn8[1]};
+        __m512i lo_tot = _mm512_setzero_si512(), hi_tot = _mm512_setzero_si512(), corr = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m512i q[8];
+            kt_prefetch_step(&ahead);
+            load16x4(&row, off + offsetof(qt_block_q4_k, qs) + 32 * c, q);
+            kt_prefetch_step(&ahead);
+            load16x4(&row, off + offsetof(qt_block_q4_k, qs) + 32 * c + 16, q + 4);
+            __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(q[g], low4),
+                                         _mm512_set1_epi32(load_i32(y[b].qs + 64 * c + 4 * g)));
+                hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(q[g], high4),
+                                         _mm512_set1_epi32(load_i32(y[b].qs + 64 * c + 32 + 4 * g)));
+            }
+            lo_tot = _mm512_add_epi32(lo_tot, _mm512_mullo_epi32(lo, byte_of(sc[c >> 1], 2 * c & 3, false)));
+            hi_tot = _mm512_add_epi32(hi_tot, _mm512_mullo_epi32(hi, byte_of(sc[c >> 1], (2 * c + 1) & 3, false)));
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            corr = _mm512_dpwssd_epi32(corr, byte_of(mn[j >> 2], j & 3, true),
+                                       _mm512_set1_epi32(load_i32(y[b].bsums + 2 * j)));
+        const __m512i tot = _mm512_add_epi32(lo_tot, _mm512_srai_epi32(hi_tot, 4));
+        const __m512 dy = _mm512_set1_ps(y[b].d);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(low_f16(h[0]), dy), acc);
+        acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(low_f16(_mm512_srli_epi32(h[0], 16)), dy), acc);
+    }
+    store_rows(out, acc, nrows, accumulate);
+}
+
+KT_TILEK_MATVEC(q4_k, ((traitsk){8, true, 15}), matvec_q4_k_strip)
 KT_TILEK(q5_k, ((traitsk){8, true, 31}))
 KT_TILEK(q6_k, ((traitsk){16, false, 63}))
 

@@ -55,11 +55,14 @@ typedef struct kt_prefetch {
     int lines_per_step;
 } kt_prefetch;
 
-/* One step's share of the lines; pack and matvec take one step per block. */
+/* One step's share of the lines; pack and matvec take one step per block (or, after
+ * kt_prefetch_split, several). The change of row is rare and kept out of the loop, which
+ * then stays short enough not to straddle a 64-byte code line wherever it lands: when it
+ * did, Q8_0 decode measured 38 GB/s from cache against 41. */
 static inline void kt_prefetch_step(kt_prefetch *p)
 {
     for (int i = 0; i < p->lines_per_step; i++) {
-        if (p->next >= p->end) {
+        if (__builtin_expect(p->next >= p->end, 0)) {
             if (p->rows_left == 0)
                 return;
             p->rows_left--;
@@ -70,6 +73,11 @@ static inline void kt_prefetch_step(kt_prefetch *p)
         p->next += 64;
     }
 }
+
+/* The same lines in n times as many steps, for a kernel that takes n steps per block where
+ * one block's share (a Q4_K block's: 40 lines) would come as a burst that the loads behind
+ * it wait for. */
+static inline void kt_prefetch_split(kt_prefetch *p, int n) { p->lines_per_step = (p->lines_per_step + n - 1) / n; }
 
 /* One weight type's kernel, as an ISA file defines it. */
 typedef struct kt_kernel {

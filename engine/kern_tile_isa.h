@@ -151,17 +151,28 @@ KTI_INLINE void unpack_q5_1(const strip *row, size_t off, panel32 *p)
 
 /* Q4_K/Q5_K header: d, dmin and the 6-bit scales and mins of the eight sub-blocks, packed
  * as in kern_ref.c (bytes 0-3: low 6 bits of scales 0-3, top 2 bits of scales 4-7; 4-7:
- * the same for mins; 8-11: low nibbles of scales 4-7, high ones of mins 4-7). The mins'
- * share comes back as d2·Σ corr·bsums, so d2 = -dmin. */
+ * the same for mins; 8-11: low nibbles of scales 4-7, high ones of mins 4-7). From the
+ * header's dwords h (load16x4 at the block), the scales of sub-blocks 4k..4k+3 as the bytes
+ * of each lane of sc[k], the mins likewise in mn[k]. */
+KTI_INLINE void k_affine_scales(const vint h[4], kv_u8 sc[2], kv_u8 mn[2])
+{
+    const kv_u8 b1 = (kv_u8)h[1], b2 = (kv_u8)h[2], b3 = (kv_u8)h[3];
+    sc[0] = b1 & 63;
+    sc[1] = (b3 & 15) | ((kv_u8)((kv_u32)h[1] >> 2) & 0x30);
+    mn[0] = b2 & 63;
+    mn[1] = (kv_u8)((kv_u32)h[3] >> 4 & 0x0F0F0F0F) | ((kv_u8)((kv_u32)h[2] >> 2) & 0x30);
+}
+
+/* The header into a panel entry; the mins' share comes back as d2·Σ corr·bsums, so
+ * d2 = -dmin. */
 KTI_INLINE void k_affine_header(const strip *row, size_t off, panelk *p)
 {
     vint h[4];
     load16x4(row, off, h); /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
     p->d = low_f16(h[0]);
     p->d2 = -low_f16((vint)((kv_u32)h[0] >> 16));
-    const kv_u8 b1 = (kv_u8)h[1], b2 = (kv_u8)h[2], b3 = (kv_u8)h[3];
-    const kv_u8 sc[2] = {b1 & 63, (b3 & 15) | ((kv_u8)((kv_u32)h[1] >> 2) & 0x30)};
-    const kv_u8 mn[2] = {b2 & 63, (kv_u8)((kv_u32)h[3] >> 4 & 0x0F0F0F0F) | ((kv_u8)((kv_u32)h[2] >> 2) & 0x30)};
+    kv_u8 sc[2], mn[2];
+    k_affine_scales(h, sc, mn);
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) {
         const kv_i32 s = (kv_i32)((kv_u32)sc[j >> 2] >> (8 * (j & 3)) & 0xFF);
@@ -468,7 +479,8 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
 /* tile_<type> and gemm_<type> of a 32-weight type with act_type activations (q8_0, or
  * q8_1 for the affine types); act_fn gives the kt_act of its blocks. Decode takes the
  * strip's matvec32: a single column gains most from unpacking a block once for sixteen rows
- * (Q4_0 from DRAM, AVX-512: 20.5 GB/s against dot's 14.3). */
+ * (Q4_0 from DRAM, AVX-512: 20.5 GB/s against dot's 14.3; AVX-512's Q4_0 has since a
+ * kernel of its own, through KT_TILE32_MATVEC). */
 #define KT_TILE32(type, act_type, act_fn, traits)                                                               \
     static void matvec_##type(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x, \
                               const kt_act *t, float *out, int nrows, bool accumulate)                           \
@@ -506,20 +518,23 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
                                           .dot = dot_##type};                                                    \
     KT_GEMM(type)
 
-/* tile_<type> and gemm_<type> of a K type. Decode loops the dot product: it already spreads
- * its float work over 256 weights, and measures as fast as a strip's unpacking for a
- * single column. */
-#define KT_TILEK(type, traits)                                                                                   \
-    KTI_TILE_PANEL(type, packk, computek, traits, QK_K, K_CHUNK, sizeof(qt_block_##type), sizeof(qt_block_q8_k))
+/* tile_<type> and gemm_<type> of a K type. Decode loops the dot product, which already
+ * spreads its float work over 256 weights and measured as fast as a strip unpacked into a
+ * panel for a single column; KT_TILEK_MATVEC names a kernel of the ISA's own instead
+ * (AVX-512's Q4_K). */
+#define KT_TILEK(type, traits) KT_TILEK_MATVEC(type, traits, NULL)
+#define KT_TILEK_MATVEC(type, traits, matvec_fn)                                                                 \
+    KTI_TILE_PANEL(type, packk, computek, traits, QK_K, K_CHUNK, sizeof(qt_block_##type), sizeof(qt_block_q8_k), \
+                   matvec_fn)
 
 /* tile_<type> and gemm_<type> of a float type with elems weights per 16 bytes (decode takes
  * dot too: a float row gains nothing from unpacking). */
 #define KT_TILEF(type, elems)                                                                                    \
-    KTI_TILE_PANEL(type, packf, computef, ((traitsf){elems}), elems, KT_CHUNK_BLOCKS, 16, elems * sizeof(float))
+    KTI_TILE_PANEL(type, packf, computef, ((traitsf){elems}), elems, KT_CHUNK_BLOCKS, 16, elems * sizeof(float), NULL)
 
 /* tile_<type> and gemm_<type> of a type whose tiles need no kt_act, from the pack and
  * compute loops of its panel family. */
-#define KTI_TILE_PANEL(type, pack_fn, compute_fn, traits, elems, chunk, wbytes, xbytes)                          \
+#define KTI_TILE_PANEL(type, pack_fn, compute_fn, traits, elems, chunk, wbytes, xbytes, matvec_fn)               \
     static void pack_##type(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)       \
     {                                                                                                            \
         pack_fn(w, w_stride, nb, panel, pf, wbytes, unpack_##type);                                              \
@@ -538,6 +553,7 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
                                           .act_block_bytes = xbytes,                                             \
                                           .pack = pack_##type,                                                   \
                                           .compute = compute_##type,                                             \
+                                          .matvec = matvec_fn,                                                   \
                                           .dot = dot_##type};                                                    \
     KT_GEMM(type)
 
