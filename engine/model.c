@@ -483,8 +483,9 @@ void model_session_rewind(model_session *s, int32_t n_past)
 /* Chunk size giving each thread two chunks (so a busy core just takes fewer), rounded up
  * to a multiple of align. Few: every chunk is a kern_gemm call whose first rows are fetched
  * without prefetch ahead, about 1.5 us each on decode's matvecs. With 2 threads, decode
- * (Q4_0) ran ~4% faster with 4 chunks a thread than with 8, and 2-4% faster again with 2
- * than with 4 where the memory is fast (68 GB/s; equal at 38). */
+ * (Q4_0) ran ~4% faster with 4 chunks a thread than with 8, and 2 did no worse than 4
+ * (alternated in one loop on a noisy VM: 48.8-50.9 against 47.9-48.0 t/s at 36-37 GB/s,
+ * 65.7 against 60.9 at 68). */
 static int grain_for(const model_session *s, int n, int align)
 {
     int per = n / (pool_size(s->pool) * 2);
