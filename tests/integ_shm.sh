@@ -65,9 +65,15 @@ check "... which loads faster than the copy did" [ "${WARM:-99999}" -lt "${COLD:
 check "/v1/status says where the weights come from" \
     status_json 200 "j['model']['weights_from'] == 'shared memory, attached (warm)'" "$URL/v1/status"
 status_of "$URL/v1/completions" -d '{"prompt":"Hello","max_tokens":8}' >/dev/null # every weight page touched
-"$EDGELLM" run -m "$M" --shm -p "Once upon a time" -n 1500 --ignore-eos >/dev/null 2>"$TMP/run.err" &
+# a run far longer than the measurement (which then kills it), whatever the decode speed:
+# 1500 tokens outlasted a fixed 0.5 s wait until decode got faster
+"$EDGELLM" run -m "$M" --shm -c 50000 -p "Once upon a time" -n 49000 --ignore-eos >/dev/null 2>"$TMP/run.err" &
 RUN=$!
-sleep 0.5
+for _ in $(seq 100); do # until its first token has touched every weight page (a few ms), at most 10 s
+    sleep 0.1
+    read -r R_RSS R_PSS R_SHM R_PSHM <<< "$(pss_of "$RUN" 2>/dev/null)"
+    [ "${R_SHM:-0}" -gt 1000 ] && break
+done
 # shared pages are charged half to each process mapping them: Pss_Shmem about RssShmem / 2
 read -r D_RSS D_PSS D_SHM D_PSHM <<< "$(pss_of "$PID")"
 read -r R_RSS R_PSS R_SHM R_PSHM <<< "$(pss_of "$RUN")"
