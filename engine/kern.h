@@ -1,5 +1,6 @@
 /* kern — the compute kernels the forward pass spends its time in: dot products of weight
- * rows with activations, activation quantization, and the f16 KV-cache helpers.
+ * rows with activations (and their tiles, which attention uses too), activation
+ * quantization, attention's softmax, and the f16 conversion of the KV cache.
  *
  * One table of function pointers (kern_ops) per instruction set: kern_ref.c is the scalar
  * truth; kern_avx2.c, kern_avx512.c, kern_neon.c are the SIMD variants, each compiled with
