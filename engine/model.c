@@ -422,9 +422,10 @@ int model_session_new(model_session **out, const model *m, const model_session_p
     size_t B = (size_t)s->n_batch;
 
     s->v_row_bytes = ((size_t)s->n_ctx * s->kv_elem + 63) / 64 * 64 + 64;
-    size_t cache_bytes = (size_t)hp->n_layer * (size_t)s->n_ctx * (size_t)s->kv_dim * s->kv_elem;
-    s->k_cache = malloc(cache_bytes);
-    s->v_cache = malloc((size_t)hp->n_layer * (size_t)s->kv_dim * s->v_row_bytes);
+    const size_t k_bytes = (size_t)hp->n_layer * (size_t)s->n_ctx * (size_t)s->kv_dim * s->kv_elem,
+                 v_bytes = (size_t)hp->n_layer * (size_t)s->kv_dim * s->v_row_bytes;
+    s->k_cache = malloc(k_bytes);
+    s->v_cache = malloc(v_bytes);
     bool ok = s->k_cache && s->v_cache;
     s->x = alloc_floats(B, (size_t)hp->n_embd, &ok);
     s->xb = alloc_floats(B, (size_t)wide, &ok);
@@ -440,7 +441,7 @@ int model_session_new(model_session **out, const model *m, const model_session_p
     ok = ok && s->inv_freq && alloc_act_buffers(s, hp->n_ff > wide ? hp->n_ff : wide);
     if (!ok) {
         rc = err_set(ei, -ENOMEM, "out of memory for a %d-token context (KV cache %zu MiB)", s->n_ctx,
-                     2 * cache_bytes >> 20);
+                     (k_bytes + v_bytes) >> 20);
         goto fail;
     }
     for (int i = 0; i < hp->n_rot / 2; i++) {
