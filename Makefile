@@ -193,8 +193,11 @@ asan: deps
 # paths run under ASan in `make asan`. Speed checks say SKIP under a wrapper (check_timing).
 # (allregs-at-mem-access: a read that faulted is restarted after the SIGBUS guard mapped
 # zeros under it, which needs every register exact at memory accesses, not only SP and PC)
+# (fair-sched: valgrind runs one thread at a time, and its default lock let the worker's
+# compute threads hand it among themselves for minutes while the event loop waited: requests
+# timed out and a client's leaving went unnoticed until the generation ended)
 VALGRIND ?= valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-            --vex-iropt-register-updates=allregs-at-mem-access
+            --vex-iropt-register-updates=allregs-at-mem-access --fair-sched=yes
 VALGRIND_SCRIPTS ?= tests/integ_abuse.sh tests/integ_daemon.sh tests/integ_cache.sh tests/integ_models.sh tests/integ_faults.sh
 valgrind: deps
 	@$(MAKE) --no-print-directory all

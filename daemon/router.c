@@ -409,6 +409,10 @@ static int queue_local(router *r, api_job *job)
     /* counted first: the worker may finish it before sched_submit even returns */
     models_job_queued(r->ms, d->entry);
     d->queued = true;
+    /* Held across the hand-off: once submitted, the worker may finish the job and drop the
+     * queue's reference before the commit below, and on a cloud fallback that was the only
+     * one left (the client may have gone). */
+    api_job_ref(job);
     int rc = sched_submit(r->sched, job, d->deadline_ns);
     if (rc == 0) {
         api_job_commit(job, API_SOURCE_LOCAL);
@@ -417,6 +421,7 @@ static int queue_local(router *r, api_job *job)
         d->queued = false;
         models_job_done(r->ms, d->entry, MODELS_KEEP_ALIVE_DEFAULT);
     }
+    api_job_unref(job);
     return rc;
 }
 
