@@ -410,8 +410,8 @@ static int queue_local(router *r, api_job *job)
     models_job_queued(r->ms, d->entry);
     d->queued = true;
     /* Held across the hand-off: once submitted, the worker may finish the job and drop the
-     * queue's reference before the commit below, and on a cloud fallback that was the only
-     * one left (the client may have gone). */
+     * queue's reference, and the connection send the answer and drop its own, before the
+     * commit below. A cloud fallback's caller holds none of its own to keep the job alive. */
     api_job_ref(job);
     int rc = sched_submit(r->sched, job, d->deadline_ns);
     if (rc == 0) {
