@@ -69,7 +69,7 @@ status_of "$URL/v1/completions" -d '{"prompt":"Hello","max_tokens":8}' >/dev/nul
 # 1500 tokens outlasted a fixed 0.5 s wait until decode got faster
 "$EDGELLM" run -m "$M" --shm -c 50000 -p "Once upon a time" -n 49000 --ignore-eos >/dev/null 2>"$TMP/run.err" &
 RUN=$!
-for _ in $(seq 100); do # until its first token has touched every weight page (a few ms), at most 10 s
+for _ in $(seq 100); do # until it maps more of the shared copy than the check's 1000 kB floor, at most 10 s
     sleep 0.1
     read -r R_RSS R_PSS R_SHM R_PSHM <<< "$(pss_of "$RUN" 2>/dev/null)"
     [ "${R_SHM:-0}" -gt 1000 ] && break
