@@ -146,8 +146,10 @@ test-aarch64:
 	CK_RUN_CASE=conformance TEST_KERNELS=neon TEST_THREADS=1 $(QEMU) -cpu max $(AARCH64_BIN)/test_model
 
 # `make bench`: TinyLlama-1.1B-shaped files (random weights, written by mkmodel once) in three
-# types, each benchmarked with the read-bandwidth probe that bounds decode. BENCH_ARGS adds
-# options (e.g. BENCH_ARGS="-r 10"); BENCH_TYPES picks the files.
+# types, each benchmarked with the read-bandwidth probe that bounds decode, its weights read
+# from the shared copy as the daemon reads them (the first run makes the copy, and its load
+# time is the copy's). BENCH_ARGS adds options (e.g. BENCH_ARGS="-r 10"); BENCH_TYPES picks
+# the files.
 BENCH_DIR   ?= $(BUILD)/bench
 BENCH_TYPES ?= Q4_0 Q4_K_M Q8_0
 BENCH_ARGS  ?=
@@ -157,7 +159,7 @@ $(BENCH_DIR)/tinyllama-1.1b.%.gguf: | $(BUILD)/edgellm
 	$(BUILD)/edgellm mkmodel --shape tinyllama-1.1b --type $* -o $@
 bench: all $(BENCH_FILES)
 	@for f in $(BENCH_FILES); do \
-	  $(BUILD)/edgellm bench -m $$f -p 64 -n 32 --bandwidth $(BENCH_ARGS) || exit 1; echo; \
+	  $(BUILD)/edgellm bench -m $$f --shm -p 64 -n 32 --bandwidth $(BENCH_ARGS) || exit 1; echo; \
 	done
 
 # `make bench-http`: the same greedy generation through `edgellm run` and through edgellmd's

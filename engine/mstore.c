@@ -358,6 +358,27 @@ static int copy_file(int file_fd, uint8_t *dst, const seg_identity *id, uint64_t
     return rc;
 }
 
+/* Allocates every page of the new segment (size total, mapped writable at base) before the
+ * copy, so that a full /dev/shm is an error now and not a SIGBUS halfway through it, and
+ * asks for 2 MiB pages. Decode reads every weight page once a token: in 4 KiB pages a
+ * 600 MiB model is 150,000 TLB misses a token, and TinyLlama Q4_0 on 2 cores decoded at
+ * 64-72 t/s from them against 71-76 from 2 MiB ones (same bandwidth). The kernel gives
+ * them where the tmpfs allows: mounted huge=within_size or huge=always, or huge=advise with
+ * this hint, which is why the pages are faulted in through the hinted mapping
+ * (MADV_POPULATE_WRITE, Linux 5.14) rather than by posix_fallocate, which has no mapping
+ * to take the hint from and remains the way on older kernels. Processes that attach later
+ * map the 2 MiB pages as they are (mstore_huge_bytes tells). */
+static int reserve(int fd, uint8_t *base, size_t total, const char *name, err_info *ei)
+{
+    madvise(base, total, MADV_HUGEPAGE); /* a hint: EINVAL where the kernel has no THP */
+    int e = madvise(base, total, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
+    if (e == EINVAL)
+        e = posix_fallocate(fd, 0, (off_t)total);
+    if (e == EFAULT) /* a page populating could not get: what would have been a SIGBUS */
+        e = ENOSPC;
+    return e ? err_set(ei, -e, "shared memory %s: reserving %.1f MiB: %s", name, mib(total), strerror(e)) : 0;
+}
+
 /* Copies the file into the new segment fd (ours, locked exclusively) and publishes it. */
 static int fill(int fd, const char *name, int file_fd, const seg_identity *id, mode_t file_mode, mstore *s,
                 err_info *ei)
@@ -372,12 +393,16 @@ static int fill(int fd, const char *name, int file_fd, const seg_identity *id, m
     if (fstatvfs(fd, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < total)
         return err_set(ei, -ENOMEM, "%s needs %.1f MiB of shared memory but %s has %.1f MiB free (tmpfs size= limit)",
                        id->path, mib(total), SHM_DIR, mib((uint64_t)vfs.f_bavail * vfs.f_frsize));
-    int e = posix_fallocate(fd, 0, (off_t)total);
-    if (e)
-        return err_set(ei, -e, "shared memory %s: reserving %.1f MiB: %s", name, mib(total), strerror(e));
+    if (ftruncate(fd, (off_t)total) != 0)
+        return err_set(ei, -errno, "shared memory %s: ftruncate: %s", name, strerror(errno));
     uint8_t *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED)
         return err_set(ei, -errno, "shared memory %s: mmap: %s", name, strerror(errno));
+    int rc = reserve(fd, base, total, name, ei);
+    if (rc) {
+        munmap(base, total);
+        return rc;
+    }
     seg_header *h = (seg_header *)base;
     memcpy(h->magic, MAGIC, sizeof MAGIC);
     h->layout = MSTORE_LAYOUT;
@@ -385,7 +410,7 @@ static int fill(int fd, const char *name, int file_fd, const seg_identity *id, m
     h->creator_pid = (int32_t)getpid();
     h->id = *id;
     __atomic_store_n(&h->state, SEG_CREATING, __ATOMIC_RELEASE);
-    int rc = copy_file(file_fd, base + hdr, id, &h->copied, h->sha256, ei);
+    rc = copy_file(file_fd, base + hdr, id, &h->copied, h->sha256, ei);
     seg_identity after;
     struct stat st;
     if (!rc && (identity_of(file_fd, id->path, &after, &st, ei) != 0 || !same_version(&after, id)))
@@ -527,6 +552,26 @@ size_t mstore_size(const mstore *s) { return s->size; }
 const uint8_t *mstore_hash(const mstore *s) { return s->hash; }
 bool mstore_created(const mstore *s) { return s->created; }
 const char *mstore_name(const mstore *s) { return s->name; }
+
+int64_t mstore_huge_bytes(const mstore *s)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -errno;
+    const uintptr_t lo = (uintptr_t)s->base, hi = lo + s->map_size;
+    char line[512];
+    bool ours = false; /* inside an entry of the segment (mlock splits it in two) */
+    unsigned long long total_kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long start, end, kb;
+        if (sscanf(line, "%llx-%llx ", &start, &end) == 2) /* an entry's first line */
+            ours = start < hi && end > lo;
+        else if (ours && sscanf(line, "ShmemPmdMapped: %llu kB", &kb) == 1)
+            total_kb += kb;
+    }
+    fclose(f);
+    return (int64_t)total_kb * 1024;
+}
 
 int mstore_remove(const char *path, err_info *ei)
 {

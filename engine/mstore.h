@@ -16,8 +16,10 @@
  *
  * Protocol (every step tolerates a concurrent process doing the same):
  *   - creating: shm_open(O_CREAT|O_EXCL) decides the one creator, which holds flock(LOCK_EX)
- *     on the object until the copy is complete; it reserves the memory with posix_fallocate
- *     (a full /dev/shm is an error, not a SIGBUS later), copies the file with read() in
+ *     on the object until the copy is complete; it reserves the memory up front (a full
+ *     /dev/shm is an error, not a SIGBUS later) by faulting every page in through a mapping
+ *     that asks for 2 MiB pages (posix_fallocate where the kernel predates
+ *     MADV_POPULATE_WRITE), copies the file with read() in
  *     chunks (dropping each from the page cache: the model must not sit in RAM twice) while
  *     a second thread hashes behind it, publishes state=complete, removes older versions;
  *   - waiting: a process that finds the object locked waits while the creator's copied
@@ -91,6 +93,13 @@ const uint8_t *mstore_hash(const mstore *s);
 bool mstore_created(const mstore *s);
 /* The segment's name, e.g. "/edgellm-m1-0123456789abcdef-fedcba9876543210". Owned by s. */
 const char *mstore_name(const mstore *s);
+
+/* Bytes of the segment this process maps in 2 MiB pages (ShmemPmdMapped in
+ * /proc/self/smaps). A page is mapped when first touched, so after a forward pass this is
+ * how much of the model decode reads without a TLB miss per 4 KiB; 0 when the tmpfs gave
+ * 4 KiB pages (mount /dev/shm with huge=advise or huge=within_size, and copy anew).
+ * -errno when /proc/self/smaps cannot be read. */
+int64_t mstore_huge_bytes(const mstore *s);
 
 /* Unlinks every segment holding a version of the file at path (path must still resolve):
  * processes that have one mapped keep it until they unmap. Returns how many were removed,

@@ -48,6 +48,25 @@ check "a changed file is not served from the old copy" [ "$(weights_from)" = "fi
 check "--shm on the changed file copies it again" [ "$(weights_from --shm)" = "shared memory, copied now (cold)" ]
 check "and the old version's copy is gone" test "$(segments | grep -c .)" = 1 -a "$(segments)" != "$seg"
 
+# ---- 2 MiB pages ------------------------------------------------------------------------------------
+# The copy asks for 2 MiB pages and is faulted in through the mapping that asks (mstore.c's
+# reserve): a tmpfs mounted huge=advise gives them to such a mapping only, huge=never never.
+# Each case mounts a tmpfs of its own on /dev/shm in a private mount namespace, so the
+# machine's /dev/shm is left as it is; it needs root and unshare, and says so when skipped.
+huge_share() { # MOUNT_OPTION -> bench's share of the weights in 2 MiB pages, once all were read
+    unshare -m --propagation private bash -c "mount -t tmpfs -o size=256m,huge=$1 tmpfs /dev/shm &&
+        '$EDGELLM' bench -m '$M' --shm --json -p 8 -n 2 -r 1" 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["weights_in_2mib_pages"])'
+}
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+    HUGE=$(huge_share advise)
+    echo "info: tmpfs huge=advise: ${HUGE:-?} of the weights in 2 MiB pages ($(stat -c %s "$M") bytes)"
+    check "tmpfs huge=advise: the copy is in 2 MiB pages" python3 -c "import sys; sys.exit(not ${HUGE:-0} > 0.5)"
+    check "tmpfs huge=never: in 4 KiB pages, and bench says so" [ "$(huge_share never)" = 0.0 ]
+else
+    echo "SKIP: 2 MiB pages (needs root and unshare -m)"
+fi
+
 # ---- the daemon ------------------------------------------------------------------------------------
 remove_segments
 load_ms() { sed -n 's/.*loaded .* in \([0-9]*\) ms, weights from.*/\1/p' "$LOG" | tail -1; }

@@ -575,15 +575,16 @@ START_TEST(truncated_file_does_not_break_a_shared_model)
 }
 END_TEST
 
-/* Rss and Pss (kB) of the mapping of /dev/shm/NAME in process pid, from /proc/pid/smaps. */
-static void mapping_memory(pid_t pid, const char *name, long *rss, long *pss)
+/* Rss, Pss and the part of Rss mapped in 2 MiB pages (kB) of the mapping of /dev/shm/NAME in
+ * process pid, from /proc/pid/smaps. */
+static void mapping_memory(pid_t pid, const char *name, long *rss, long *pss, long *pmd)
 {
     char p[64], line[512];
     snprintf(p, sizeof p, "/proc/%d/smaps", (int)pid);
     FILE *f = fopen(p, "r");
     ck_assert_ptr_nonnull(f);
     bool in = false;
-    *rss = *pss = -1;
+    *rss = *pss = *pmd = -1;
     while (fgets(line, sizeof line, f)) {
         char *nl = strchr(line, '\n');
         if (nl)
@@ -593,10 +594,11 @@ static void mapping_memory(pid_t pid, const char *name, long *rss, long *pss)
         if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) /* a mapping's first line ends with its file */
             in = len >= want && !strcmp(line + len - want, seg_file(name));
         else if (in)
-            sscanf(line, "Rss: %ld kB", rss), sscanf(line, "Pss: %ld kB", pss);
+            sscanf(line, "Rss: %ld kB", rss), sscanf(line, "Pss: %ld kB", pss),
+                sscanf(line, "ShmemPmdMapped: %ld kB", pmd);
     }
     fclose(f);
-    ck_assert_msg(*rss >= 0 && *pss >= 0, "no mapping of %s in pid %d", name, (int)pid);
+    ck_assert_msg(*rss >= 0 && *pss >= 0 && *pmd >= 0, "no mapping of %s in pid %d", name, (int)pid);
 }
 
 START_TEST(two_processes_share_the_pages)
@@ -631,14 +633,18 @@ START_TEST(two_processes_share_the_pages)
         ck_assert_msg(ok, "a child could not open the model");
     }
     mstore *s = store_open_ok(path, NULL);
-    long rss[2], pss[2], weights_kb = (long)(mstore_size(s) / 1024);
+    long rss[2], pss[2], pmd[2], weights_kb = (long)(mstore_size(s) / 1024);
     for (int i = 0; i < 2; i++) {
-        mapping_memory(pids[i], mstore_name(s), &rss[i], &pss[i]);
+        mapping_memory(pids[i], mstore_name(s), &rss[i], &pss[i], &pmd[i]);
         /* each touched most of the model (all but the unused rows of token_embd), and is
-         * charged half of what it touched */
+         * charged half of what it touched. Where /dev/shm gives 2 MiB pages (mstore.h), the
+         * segment's last one is mapped in part, in 4 KiB entries, and the kernel charges such
+         * a page's entries from its average share, not each entry's: that page, at most
+         * 2 MiB of what is mapped beside the 2 MiB entries, is allowed its own error. */
+        const long partial = pmd[i] > 0 && rss[i] - pmd[i] < 2048 ? rss[i] - pmd[i] : 0;
         ck_assert_msg(rss[i] > weights_kb * 4 / 10, "rss %ld kB of %ld", rss[i], weights_kb);
-        ck_assert_msg(labs(2 * pss[i] - rss[i]) <= rss[i] / 50 + 8, "pid %d: rss %ld kB, pss %ld kB", (int)pids[i],
-                      rss[i], pss[i]);
+        ck_assert_msg(labs(2 * pss[i] - rss[i]) <= rss[i] / 50 + 8 + 2 * partial,
+                      "pid %d: rss %ld kB (%ld in 2 MiB entries), pss %ld kB", (int)pids[i], rss[i], pmd[i], pss[i]);
     }
     close(done[1]);
     for (int i = 0; i < 2; i++)

@@ -176,6 +176,14 @@ static const char *weights_source(const cli_engine *e)
                                                            : "shared memory, attached (warm)";
 }
 
+/* Share of the shared copy mapped in 2 MiB pages once the runs have touched every weight
+ * (mstore_huge_bytes), -1 for a file mapping or when it cannot be told. */
+static double huge_page_share(const cli_engine *e)
+{
+    const int64_t huge = e->ms ? mstore_huge_bytes(e->ms) : -1;
+    return huge < 0 ? -1 : (double)huge / (double)mstore_size(e->ms);
+}
+
 /* ---- --pss: two processes on one model --------------------------------------------------- */
 
 /* Memory of process pid in KiB, from /proc/pid/smaps_rollup. */
@@ -383,6 +391,10 @@ int cli_bench(int argc, char **argv)
         sreach = summarize(reach, o.repeats);
     }
     long long rss = rss_bytes();
+    const double huge = huge_page_share(&e);
+    char huge_json[16] = "null";
+    if (huge >= 0)
+        snprintf(huge_json, sizeof huge_json, "%.3f", huge);
     const char *kern_name = getenv("EDGELLM_KERNEL");
     if (!kern_name) {
         const kern_ops *k;
@@ -395,11 +407,12 @@ int cli_bench(int argc, char **argv)
                "\"pp_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"tg_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"ttft_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
-               "\"load_s\":%.4f,\"ready_s\":%.4f,\"weights_from\":\"%s\",\"rss_mib\":%.1f",
+               "\"load_s\":%.4f,\"ready_s\":%.4f,\"weights_from\":\"%s\",\"weights_in_2mib_pages\":%s,"
+               "\"rss_mib\":%.1f",
                o.engine.model_path, qt_name(model_main_type(e.m)), model_weight_bytes(e.m) / 1048576.0,
                pool_size(e.pool), kern_name, o.n_prompt, o.n_gen, o.n_depth, o.repeats, spp.median, spp.min, spp.max,
                stg.median, stg.min, stg.max, sft.median, sft.min, sft.max, t_load, t_ready, weights_source(&e),
-               rss / 1048576.0);
+               huge_json, rss / 1048576.0);
         if (o.bandwidth)
             printf(",\"decode_mb\":%.1f,\"read_gbs\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"tg_ceiling_tps\":%.2f,\"tg_of_ceiling\":{\"median\":%.3f,\"min\":%.3f,\"max\":%.3f}",
@@ -418,8 +431,11 @@ int cli_bench(int argc, char **argv)
         printf("%-6s %8.2f t/s (min %.2f, max %.2f)\n", tg_name, stg.median, stg.min, stg.max);
         printf("time to first token (%d-token prompt): %.1f ms (min %.1f, max %.1f)\n", o.n_prompt, sft.median,
                sft.min, sft.max);
-        printf("load %.3f s, ready %.3f s (load + first %d-token prefill), weights from %s, RSS %.1f MiB\n", t_load,
-               t_ready, o.n_prompt, weights_source(&e), rss / 1048576.0);
+        char pages[48] = "";
+        if (huge >= 0)
+            snprintf(pages, sizeof pages, "; %.0f%% of the weights in 2 MiB pages", 100 * huge);
+        printf("load %.3f s, ready %.3f s (load + first %d-token prefill), weights from %s, RSS %.1f MiB%s\n",
+               t_load, t_ready, o.n_prompt, weights_source(&e), rss / 1048576.0, pages);
         if (o.bandwidth)
             printf("read bandwidth %.1f GB/s (min %.1f, max %.1f; probed after each decode run), %.1f MB read a "
                    "token -> decode ceiling %.1f t/s, %.0f%% reached (each run against its own probe; min %.0f%%, "
