@@ -61,10 +61,12 @@ static int open_model(cli_engine *e, const cli_engine_opts *o, err_info *ei)
     mstore_opts_default(&mo);
     mo.create = o->shm == CLI_SHM_ON || o->mlock;
     mo.mlock = o->mlock;
+    mo.prepare = model_prepare_shared;
     err_info shm_ei = {0};
     int shm_rc = mstore_open(&e->ms, o->model_path, &mo, &shm_ei);
     if (shm_rc == 0)
-        return model_open_mem(&e->m, mstore_data(e->ms), mstore_size(e->ms), ei);
+        return (mstore_prepared(e->ms) ? model_open_prepared : model_open_mem)(&e->m, mstore_data(e->ms),
+                                                                               mstore_size(e->ms), ei);
     if (mo.create)
         return err_set(ei, shm_rc, "%s", shm_ei.msg);
     /* the default only attaches, and must never cost the run: without a usable copy, the file */

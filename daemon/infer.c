@@ -103,12 +103,14 @@ static int open_shared(infer *in, err_info *ei)
     mstore_opts_default(&mo);
     mo.mlock = in->c.mlock;
     mo.verify = in->c.shm_verify;
+    mo.prepare = model_prepare_shared;
     err_info shm_ei = {0};
     int rc = mstore_open(&in->ms, in->path, &mo, &shm_ei);
     if (rc == 0) {
         snprintf(in->source, sizeof in->source, "shared memory, %s",
                  mstore_created(in->ms) ? "copied now (cold)" : "attached (warm)");
-        if ((rc = model_open_mem(&in->m, mstore_data(in->ms), mstore_size(in->ms), ei)) < 0) {
+        if ((rc = (mstore_prepared(in->ms) ? model_open_prepared : model_open_mem)(&in->m, mstore_data(in->ms),
+                                                                                   mstore_size(in->ms), ei)) < 0) {
             /* a file that is no model must not stay in memory as one */
             mstore_close(in->ms);
             in->ms = NULL;

@@ -12,6 +12,7 @@
 #ifndef EDGELLM_KERN_H
 #define EDGELLM_KERN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,24 @@ typedef void (*kern_quantize_fn)(const float *x, void *y, int n);
 typedef void (*kern_gemm_fn)(int n, int rows, int cols, const void *w, size_t w_stride, const void *x,
                              size_t x_stride, float *out, size_t out_stride);
 
+/* ---- strips: decode's layout of a weight matrix ------------------------------------------
+ * A matrix-vector product reads KERN_STRIP_ROWS rows side by side, one per int32 lane, and
+ * transposing each block of them into one vector per dword is half of its work
+ * (kern_avx512.c). Stored transposed, they need none. A strip is 16 consecutive rows, block
+ * by block: for block b, the 16 rows' f16 scales d (row order, 32 bytes), then the rest of
+ * each row's block as groups of 16 dwords, group g holding dword g of every row's block
+ * after its d (dword r: row r). These are the 16 rows' bytes rearranged within their
+ * 16·row_bytes: a matrix in strips keeps its size, and strip s starts where row 16·s did.
+ * Types: those whose block is an f16 scale and whole dwords (kern_strips_type: Q4_0 and
+ * Q8_0). Activations as for rows (kern_dot_fn). model_prepare_shared stores matrices so
+ * in the shared copy (mstore.h), where every process reads them without rearranging. */
+enum { KERN_STRIP_ROWS = 16 };
+
+/* kern_gemm_fn for a matrix in strips: rows a multiple of 16, w the start of a strip (the
+ * row stride is the row's bytes). */
+typedef void (*kern_strips_fn)(int n, int rows, int cols, const void *w, const void *x, size_t x_stride, float *out,
+                               size_t out_stride);
+
 typedef struct kern_ops {
     const char *name;                       /* "ref", "avx2", "avx512", "neon" */
     kern_dot_fn dot[QT_COUNT];              /* by weight type; NULL where unsupported */
@@ -47,6 +66,9 @@ typedef struct kern_ops {
     void (*f32_to_f16)(int n, const float *x, qt_f16 *y);
     /* by weight type; NULL where the variant has no tiled kernel (kern_gemm then loops dot) */
     kern_gemm_fn gemm[QT_COUNT];
+    /* by weight type: products with a matrix in strips; NULL where the variant has none
+     * (kern_gemm_strips then turns strips back into rows) */
+    kern_strips_fn strips[QT_COUNT];
 } kern_ops;
 
 /* The scalar reference table. Always available. */
@@ -68,6 +90,19 @@ int kern_available(const char **names, int cap);
  * variant has one, else one k->dot[t] per (row, column). */
 void kern_gemm(const kern_ops *k, qt_type t, int n, int rows, int cols, const void *w, size_t w_stride,
                const void *x, size_t x_stride, float *out, size_t out_stride);
+
+/* Whether blocks of type t can be laid out in strips. */
+bool kern_strips_type(qt_type t);
+
+/* Lays out the 16 rows at rows (n elements each, qt_row_bytes(t, n) apart) as one strip at
+ * strip (the same number of bytes, not overlapping rows). t: kern_strips_type. */
+void kern_strips_from_rows(qt_type t, int n, const void *rows, void *strip);
+
+/* kern_gemm for a matrix in strips: rows a multiple of 16, w the start of a strip.
+ * out[c * out_stride + r] = dot(row r, x + c * x_stride). k->strips[t] where k has it;
+ * otherwise each strip is turned back into rows, a few blocks at a time, for kern_gemm. */
+void kern_gemm_strips(const kern_ops *k, qt_type t, int n, int rows, int cols, const void *w, const void *x,
+                      size_t x_stride, float *out, size_t out_stride);
 
 /* Bytes of activation buffer needed for n floats converted for weight type t. */
 size_t kern_act_bytes(qt_type t, int n);

@@ -465,4 +465,5 @@ KT_TILEF(f32, 4)
 KT_TILEF(f16, 8)
 KT_TILEF(bf16, 8)
 
+#define KX_STRIPS {NULL} /* none: kern_gemm_strips turns strips back into rows */
 KX_KERN_OPS(avx2);

@@ -45,8 +45,15 @@ static void tiles(const kt_kernel *k, int nb, int rows, int cols, const uint8_t 
             for (int b0 = s0; b0 < s0 + ns; b0 += k->chunk_blocks) {
                 const int kb = min_int(k->chunk_blocks, s0 + ns - b0);
                 const size_t bytes = (size_t)kb * k->block_bytes;
-                const uint8_t *wc = w + (size_t)r0 * w_stride + (size_t)b0 * k->block_bytes;
                 const uint8_t *xb = x + (size_t)b0 * k->act_block_bytes;
+                if (k->strips) { /* one sequential stream: nothing to prefetch or stage */
+                    static const kt_prefetch none = {0};
+                    k->pack(w + (size_t)r0 * w_stride + (size_t)b0 * k->strip * k->block_bytes, 0, kb, panel, &none);
+                    k->compute(panel, kb, xb, x_stride, cols, table + (b0 - s0), ns, out + r0, out_stride, nr,
+                               b0 > 0);
+                    continue;
+                }
+                const uint8_t *wc = w + (size_t)r0 * w_stride + (size_t)b0 * k->block_bytes;
                 if (r0 == 0) { /* nothing fetched this one ahead: ask for all of it at once */
                     kt_prefetch now = prefetch_plan(wc, w_stride, nr, bytes, 1);
                     now.lines_per_step = INT_MAX;
@@ -77,7 +84,7 @@ void kt_gemm(const kt_kernel *k, int n, int rows, int cols, const void *w, size_
              size_t x_stride, float *out, size_t out_stride)
 {
     const int nb = n / k->block_elems, tail = n - nb * k->block_elems; /* tail: float types only */
-    if (nb == 0 || (cols == 1 && !k->matvec)) {
+    if (nb == 0 || (cols == 1 && !k->matvec && !k->strips)) {
         for (int c = 0; c < cols; c++)
             for (int r = 0; r < rows; r++)
                 out[(size_t)c * out_stride + r] =

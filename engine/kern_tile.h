@@ -104,10 +104,15 @@ typedef struct kt_kernel {
     void (*matvec)(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x,
                    const kt_act *t, float *out, int nrows, bool accumulate);
     kern_dot_fn dot; /* the variant's dot product for this type */
+    /* The matrix is in strips (kern.h; rows a multiple of strip): pack reads the chunk's
+     * blocks of one strip, one after another at w (w_stride and the prefetches unused),
+     * and a single column takes pack and compute unless matvec is set. */
+    bool strips;
 } kt_kernel;
 
 /* kern_gemm_fn (kern.h) for the weight type k unpacks: strips × chunks × columns. Float
- * rows that end in part of a block get that part from k->dot. */
+ * rows that end in part of a block get that part from k->dot. With k->strips, w is a
+ * matrix in strips and w_stride its row bytes. */
 void kt_gemm(const kt_kernel *k, int n, int rows, int cols, const void *w, size_t w_stride, const void *x,
              size_t x_stride, float *out, size_t out_stride);
 

@@ -251,7 +251,8 @@ static inline void kx_f32_to_f16(int n, const float *x, qt_f16 *y)
     }
 
 /* The table an x86 kernel file exports (kern.c completes and offers it): its own static
- * dot_<type> and gemm_<type> functions, and the quantizers and f16 helpers above. */
+ * dot_<type> and gemm_<type> functions, the quantizers and f16 helpers above, and the
+ * strips entries the file defines as KX_STRIPS (an initializer of kern_ops.strips). */
 #define KX_KERN_OPS(isa)                                                                                        \
     const kern_ops kern_ops_##isa = {                                                                           \
         .name = #isa,                                                                                           \
@@ -280,6 +281,7 @@ static inline void kx_f32_to_f16(int n, const float *x, qt_f16 *y)
                  [QT_Q4_K] = gemm_q4_k,                                                                         \
                  [QT_Q5_K] = gemm_q5_k,                                                                         \
                  [QT_Q6_K] = gemm_q6_k},                                                                        \
+        .strips = KX_STRIPS,                                                                                    \
     }
 
 #endif

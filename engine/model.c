@@ -47,6 +47,7 @@ struct model {
     const gguf_tensor *rope_freqs;  /* [n_rot/2] F32 or NULL */
     qt_type main_type;
     uint64_t weight_bytes;
+    bool strips;                    /* the image was prepared: in_strips says which matrices */
 };
 
 /* ---- loading ------------------------------------------------------------- */
@@ -234,15 +235,24 @@ static int bind_tensors(model *m, err_info *ei)
 }
 
 /* The type holding most bytes among the layer matrices (what a user calls the file's type). */
+enum { LAYER_MATRICES = 7 };
+
+/* Matrix i of the n_layer * LAYER_MATRICES + 1 the forward pass multiplies with: each
+ * layer's, then the output (token_embd when tied). */
+static const gguf_tensor *matrix_at(const model *m, int i)
+{
+    if (i == m->hp.n_layer * LAYER_MATRICES)
+        return m->output;
+    const layer *L = &m->layers[i / LAYER_MATRICES];
+    const gguf_tensor *mats[LAYER_MATRICES] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+    return mats[i % LAYER_MATRICES];
+}
+
 static void summarize_types(model *m)
 {
     uint64_t bytes_by_type[QT_COUNT] = {0};
-    for (int i = 0; i < m->hp.n_layer; i++) {
-        const layer *L = &m->layers[i];
-        const gguf_tensor *mats[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-        for (size_t j = 0; j < sizeof mats / sizeof mats[0]; j++)
-            bytes_by_type[mats[j]->type] += mats[j]->nbytes;
-    }
+    for (int i = 0; i < m->hp.n_layer * LAYER_MATRICES; i++) /* the layers' */
+        bytes_by_type[matrix_at(m, i)->type] += matrix_at(m, i)->nbytes;
     m->main_type = QT_F32;
     for (int t = 0; t < QT_COUNT; t++)
         if (bytes_by_type[t] > bytes_by_type[m->main_type])
@@ -252,13 +262,24 @@ static void summarize_types(model *m)
         m->weight_bytes += gguf_tensor_at(m->g, i)->nbytes;
 }
 
-/* Opens the model in the file at path, or (path NULL) in the caller's size bytes at data. */
-static int open_model(model **out, const char *path, const void *data, size_t size, err_info *ei)
+/* Whether matrix w of m is stored in strips (kern.h): in a prepared image, every matrix the
+ * forward pass only multiplies with (layers, and output when it is its own) whose type has
+ * strips and whose rows come in whole strips. The token embeddings never are: their rows
+ * are looked up one by one, also when they double as the output matrix. */
+static bool in_strips(const model *m, const gguf_tensor *w)
+{
+    return m->strips && w != m->tok_embd && kern_strips_type((qt_type)w->type) && w->ne[1] % KERN_STRIP_ROWS == 0;
+}
+
+/* Opens the model in the file at path, or (path NULL) in the caller's size bytes at data,
+ * which strips says were prepared (model_prepare_shared). */
+static int open_model(model **out, const char *path, const void *data, size_t size, bool strips, err_info *ei)
 {
     *out = NULL;
     model *m = calloc(1, sizeof *m);
     if (!m)
         return err_set(ei, -ENOMEM, "out of memory");
+    m->strips = strips;
     int rc = path ? gguf_open(&m->g, path, ei) : gguf_open_mem(&m->g, data, size, ei);
     if (rc)
         goto fail;
@@ -282,12 +303,55 @@ fail:
 
 int model_open(model **out, const char *path, err_info *ei)
 {
-    return open_model(out, path, NULL, 0, ei);
+    return open_model(out, path, NULL, 0, false, ei);
 }
 
 int model_open_mem(model **out, const void *data, size_t size, err_info *ei)
 {
-    return open_model(out, NULL, data, size, ei);
+    return open_model(out, NULL, data, size, false, ei);
+}
+
+int model_open_prepared(model **out, const void *data, size_t size, err_info *ei)
+{
+    return open_model(out, NULL, data, size, true, ei);
+}
+
+int model_prepare_shared(void *data, size_t size, err_info *ei)
+{
+    const kern_ops *k;
+    if (kern_select(NULL, &k, NULL) < 0)
+        return 0;
+    for (int t = 0; t < QT_COUNT; t++) /* all strips types, or none: in_strips cannot know the kernel */
+        if (kern_strips_type((qt_type)t) && !k->strips[t])
+            return 0;
+    model *m;
+    int rc = open_model(&m, NULL, data, size, true, ei);
+    if (rc)
+        return rc;
+    const int n = m->hp.n_layer * LAYER_MATRICES + 1;
+    size_t widest = 0; /* bytes of the widest row to rearrange */
+    for (int i = 0; i < n; i++)
+        if (in_strips(m, matrix_at(m, i)) && qt_row_bytes(matrix_at(m, i)->type, (int)matrix_at(m, i)->ne[0]) > widest)
+            widest = qt_row_bytes(matrix_at(m, i)->type, (int)matrix_at(m, i)->ne[0]);
+    uint8_t *rows = widest ? malloc(KERN_STRIP_ROWS * widest) : NULL;
+    if (widest && !rows) {
+        model_close(m);
+        return err_set(ei, -ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        const gguf_tensor *w = matrix_at(m, i);
+        if (!in_strips(m, w))
+            continue;
+        const size_t strip_bytes = KERN_STRIP_ROWS * qt_row_bytes(w->type, (int)w->ne[0]);
+        uint8_t *at = (uint8_t *)data + ((const uint8_t *)w->data - (const uint8_t *)data); /* ours to write */
+        for (uint64_t r0 = 0; r0 < w->ne[1]; r0 += KERN_STRIP_ROWS, at += strip_bytes) {
+            memcpy(rows, at, strip_bytes);
+            kern_strips_from_rows((qt_type)w->type, (int)w->ne[0], rows, at);
+        }
+    }
+    free(rows);
+    model_close(m);
+    return widest > 0;
 }
 
 void model_close(model *m)
@@ -576,13 +640,25 @@ static void matmul_dot_worker(void *ctx, int r0, int r1, int slot)
         base += rows;
         if (lo >= hi)
             continue;
+        const bool strips = in_strips(s->m, w);
+        if (strips) { /* the strips that start in [lo, hi): chunks may not start on one */
+            lo = (lo + KERN_STRIP_ROWS - 1) / KERN_STRIP_ROWS * KERN_STRIP_ROWS;
+            hi = hi == rows ? rows : (hi + KERN_STRIP_ROWS - 1) / KERN_STRIP_ROWS * KERN_STRIP_ROWS;
+            if (lo >= hi)
+                continue;
+        }
         size_t row_bytes = qt_row_bytes((qt_type)w->type, j->k);
         int kind = act_kind_of((qt_type)w->type);
         const uint8_t *act = kind >= 0 ? s->act[kind] : (const uint8_t *)j->in;
         size_t act_stride = kind >= 0 ? s->act_stride[kind] : (size_t)j->k * sizeof(float);
         float *out = j->out[m];
-        kern_gemm(s->k, (qt_type)w->type, j->k, hi - lo, j->nt, (const uint8_t *)w->data + (size_t)lo * row_bytes,
-                  row_bytes, act, act_stride, out + lo, (size_t)rows);
+        const uint8_t *rows_at = (const uint8_t *)w->data + (size_t)lo * row_bytes;
+        if (strips)
+            kern_gemm_strips(s->k, (qt_type)w->type, j->k, hi - lo, j->nt, rows_at, act, act_stride, out + lo,
+                             (size_t)rows);
+        else
+            kern_gemm(s->k, (qt_type)w->type, j->k, hi - lo, j->nt, rows_at, row_bytes, act, act_stride, out + lo,
+                      (size_t)rows);
         if (j->bias[m]) {
             const float *bias = j->bias[m]->data;
             for (int t = 0; t < j->nt; t++)

@@ -51,6 +51,15 @@ int model_open(model **out, const char *path, err_info *ei);
 /* Same over a GGUF image in the caller's memory (e.g. mstore_data of a shared copy): the
  * buffer is borrowed, read-only, and must outlive the model. */
 int model_open_mem(model **out, const void *data, size_t size, err_info *ei);
+/* Same over an image model_prepare_shared rearranged (it returned 1). */
+int model_open_prepared(model **out, const void *data, size_t size, err_info *ei);
+/* Rearranges the GGUF image at data (size bytes, writable, ours alone) for decode: the
+ * matrices of types with strips (kern.h) laid out in strips, when this machine's kernel
+ * (kern_select) multiplies them natively, so that every process mapping the image decodes
+ * from strips without rearranging anything itself. Returns 1 when it rearranged, 0 when it
+ * left the image as it is (no such kernel or matrix), or a negative code when the image is
+ * no model (validated as model_open_mem does). An mstore_opts.prepare (mstore.h). */
+int model_prepare_shared(void *data, size_t size, err_info *ei);
 void model_close(model *m);
 
 const model_hparams *model_hparams_of(const model *m);

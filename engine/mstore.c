@@ -21,7 +21,8 @@
 #include <unistd.h>
 
 #define SHM_DIR "/dev/shm"         /* where glibc keeps shm_open objects */
-#define NAME_PREFIX "edgellm-m1-"  /* m1: MSTORE_LAYOUT */
+#define NAME_PREFIX "edgellm-m2-"  /* m2: MSTORE_LAYOUT */
+#define OLD_PREFIX "edgellm-m1-"   /* layout 1's copies, removed with ours (remove_versions) */
 static const char MAGIC[8] = {'E', 'D', 'G', 'L', 'L', 'M', 'S', 'G'};
 
 enum {
@@ -48,18 +49,18 @@ typedef struct seg_header {
     uint64_t data_offset;             /* where the file's bytes start, a multiple of the page size */
     uint64_t copied;                  /* bytes copied so far: waiters watch it advance */
     int32_t creator_pid;              /* for messages only; the flock decides liveness */
-    uint32_t reserved;
-    uint8_t sha256[SHA256_BYTES];     /* of the file's bytes; valid once complete */
+    uint32_t prepared;                /* 1: the creator's prepare rearranged the bytes */
+    uint8_t sha256[SHA256_BYTES];     /* of the file's bytes, before prepare; valid once complete */
     seg_identity id;
 } seg_header;
 
 struct mstore {
     void *base;                       /* the whole segment, read-only */
     size_t map_size;
-    const uint8_t *data;              /* base + data_offset: the file's bytes */
+    const uint8_t *data;              /* base + data_offset: the file's bytes, maybe rearranged */
     size_t size;
     uint8_t hash[SHA256_BYTES];
-    bool created;
+    bool created, prepared;
     char name[MSTORE_NAME_MAX];
 };
 
@@ -121,7 +122,7 @@ static void short_hash(const void *p, size_t n, char out[HASH_DIGITS + 1])
     out[HASH_DIGITS] = 0;
 }
 
-/* "edgellm-m1-P-" for the file at realpath: the prefix every version's name starts with. */
+/* "edgellm-m2-P-" for the file at realpath: the prefix every version's name starts with. */
 static void path_prefix(const char *real, char out[MSTORE_NAME_MAX])
 {
     char p[HASH_DIGITS + 1];
@@ -153,11 +154,14 @@ static int mem_available(uint64_t *bytes)
 }
 
 /* Unlinks every other segment holding a version of the file at real (keep: a name to leave,
- * or NULL). Best effort: a segment another user owns stays. Returns how many went. */
+ * or NULL), layout 1's copies of it included: after an upgrade nothing else would remove
+ * them before a reboot. Best effort: a segment another user owns stays. Returns how many
+ * went. */
 static int remove_versions(const char *real, const char *keep)
 {
-    char prefix[MSTORE_NAME_MAX];
+    char prefix[MSTORE_NAME_MAX], old[MSTORE_NAME_MAX];
     path_prefix(real, prefix);
+    snprintf(old, sizeof old, OLD_PREFIX "%s", prefix + strlen(NAME_PREFIX)); /* the same P */
     DIR *d = opendir(SHM_DIR);
     if (!d)
         return -errno;
@@ -165,7 +169,8 @@ static int remove_versions(const char *real, const char *keep)
     seg_header *h = malloc(sizeof *h);
     for (struct dirent *e; h && (e = readdir(d));) {
         char name[MSTORE_NAME_MAX + 1];
-        if (strncmp(e->d_name, prefix, strlen(prefix)) || strlen(e->d_name) >= MSTORE_NAME_MAX)
+        if ((strncmp(e->d_name, prefix, strlen(prefix)) && strncmp(e->d_name, old, strlen(old))) ||
+            strlen(e->d_name) >= MSTORE_NAME_MAX)
             continue;
         snprintf(name, sizeof name, "/%s", e->d_name);
         if (keep && !strcmp(name, keep))
@@ -173,7 +178,8 @@ static int remove_versions(const char *real, const char *keep)
         int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
         if (fd < 0)
             continue;
-        /* the prefix is a 64-bit hash: confirm the path before removing */
+        /* the prefix is a 64-bit hash: confirm the path before removing. Magic and path sit
+         * where they did in layout 1, whose header differs only in its layout field */
         bool ours = pread(fd, h, sizeof *h, 0) == (ssize_t)sizeof *h && !memcmp(h->magic, MAGIC, sizeof MAGIC) &&
                     !strncmp(h->id.path, real, sizeof h->id.path);
         close(fd);
@@ -222,6 +228,8 @@ static const char *unusable(const seg_header *h, uint64_t size, const seg_identi
         return "it holds another version of the file";
     if (size != hdr + id->size)
         return "its size does not match the file";
+    if (verify && h->prepared)
+        return "it was rearranged, and cannot be checked against the file";
     if (verify && !copy_intact(h, (const uint8_t *)h + hdr))
         return "its content hash does not match";
     return NULL;
@@ -275,6 +283,7 @@ static int try_attach(const char *name, const seg_identity *id, const mstore_opt
     s->data = (const uint8_t *)base + hdr;
     s->size = id->size;
     memcpy(s->hash, h->sha256, sizeof s->hash);
+    s->prepared = h->prepared;
     base = MAP_FAILED;
     rc = ATTACHED;
 done:
@@ -379,9 +388,10 @@ static int reserve(int fd, uint8_t *base, size_t total, const char *name, err_in
     return e ? err_set(ei, -e, "shared memory %s: reserving %.1f MiB: %s", name, mib(total), strerror(e)) : 0;
 }
 
-/* Copies the file into the new segment fd (ours, locked exclusively) and publishes it. */
-static int fill(int fd, const char *name, int file_fd, const seg_identity *id, mode_t file_mode, mstore *s,
-                err_info *ei)
+/* Copies the file into the new segment fd (ours, locked exclusively), lets o->prepare
+ * rearrange it, and publishes it. */
+static int fill(int fd, const char *name, int file_fd, const seg_identity *id, mode_t file_mode, const mstore_opts *o,
+                mstore *s, err_info *ei)
 {
     size_t hdr = header_bytes(), total;
     if (__builtin_add_overflow(hdr, id->size, &total) || total > (size_t)SSIZE_MAX)
@@ -415,6 +425,12 @@ static int fill(int fd, const char *name, int file_fd, const seg_identity *id, m
     struct stat st;
     if (!rc && (identity_of(file_fd, id->path, &after, &st, ei) != 0 || !same_version(&after, id)))
         rc = err_set(ei, -ERR_IO, "%s: file changed while being copied", id->path);
+    /* not for a verifying process: it wants a copy it can check against the file's hash */
+    if (!rc && o->prepare && !o->verify) {
+        int changed = o->prepare(base + hdr, id->size, ei);
+        h->prepared = changed > 0;
+        rc = changed < 0 ? changed : 0;
+    }
     if (rc) {
         munmap(base, total);
         return rc;
@@ -427,11 +443,13 @@ static int fill(int fd, const char *name, int file_fd, const seg_identity *id, m
     s->size = id->size;
     memcpy(s->hash, h->sha256, sizeof s->hash);
     s->created = true;
+    s->prepared = h->prepared;
     return 0;
 }
 
 /* Becomes the creator of name if nobody else is (LOST_RACE otherwise) and fills it. */
-static int create(const char *name, int file_fd, const seg_identity *id, mode_t file_mode, mstore *s, err_info *ei)
+static int create(const char *name, int file_fd, const seg_identity *id, mode_t file_mode, const mstore_opts *o,
+                  mstore *s, err_info *ei)
 {
     uint64_t avail = 0;
     if (mem_available(&avail) == 0 && id->size > avail)
@@ -444,7 +462,7 @@ static int create(const char *name, int file_fd, const seg_identity *id, mode_t 
     while ((rc = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
         ;
     rc = rc ? err_set(ei, -errno, "shared memory %s: flock: %s", name, strerror(errno))
-            : fill(fd, name, file_fd, id, file_mode, s, ei);
+            : fill(fd, name, file_fd, id, file_mode, o, s, ei);
     if (rc)
         shm_unlink(name);
     else
@@ -502,7 +520,7 @@ int mstore_open(mstore **out, const char *path, const mstore_opts *o, err_info *
     for (;;) {
         rc = try_attach(s->name, id, o, s, &copied, &creator, ei);
         if (rc == ABSENT)
-            rc = o->create ? create(s->name, file_fd, id, st.st_mode, s, ei)
+            rc = o->create ? create(s->name, file_fd, id, st.st_mode, o, s, ei)
                            : err_set(ei, -ERR_NOT_FOUND, "%s has no shared copy yet", path);
         if (rc == ATTACHED || rc < 0)
             break;
@@ -551,6 +569,7 @@ const void *mstore_data(const mstore *s) { return s->data; }
 size_t mstore_size(const mstore *s) { return s->size; }
 const uint8_t *mstore_hash(const mstore *s) { return s->hash; }
 bool mstore_created(const mstore *s) { return s->created; }
+bool mstore_prepared(const mstore *s) { return s->prepared; }
 const char *mstore_name(const mstore *s) { return s->name; }
 
 int64_t mstore_huge_bytes(const mstore *s)

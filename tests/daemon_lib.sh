@@ -22,14 +22,14 @@ FAILED=0
 DAEMONS=()
 MOUNTS=()   # file systems a script mounted under $TMP (tmpfs disks), unmounted at exit
 
-# remove_tmp_segments: the shared-memory copies (/dev/shm/edgellm-m1-*, engine/mstore.h) of
+# remove_tmp_segments: the shared-memory copies (/dev/shm/edgellm-m2-*, engine/mstore.h) of
 # model files under $TMP. A daemon leaves its copy behind on purpose (a restart attaches to
 # it); a test's private model files go with $TMP, so their copies must go too. Copies of the
 # reference models stay: the next script starts warm on them.
 remove_tmp_segments() {
     local s real
     real=$(realpath "$TMP")
-    for s in /dev/shm/edgellm-m1-*; do
+    for s in /dev/shm/edgellm-m2-*; do
         [ -e "$s" ] && head -c 8192 "$s" | grep -qaF "$real/" && rm -f "$s"
     done
     return 0

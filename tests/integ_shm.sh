@@ -15,8 +15,8 @@ EDGELLM=$BUILD/edgellm
 M=$TMP/m.gguf
 cp "$MODEL" "$M"
 
-# segments /dev/shm/edgellm-m1-* whose header names $M (the path is in the first page)
-segments() { for s in /dev/shm/edgellm-m1-*; do [ -e "$s" ] && head -c 8192 "$s" | grep -qaF "$M" && echo "$s"; done; }
+# segments /dev/shm/edgellm-m2-* whose header names $M (the path is in the first page)
+segments() { for s in /dev/shm/edgellm-m2-*; do [ -e "$s" ] && head -c 8192 "$s" | grep -qaF "$M" && echo "$s"; done; }
 remove_segments() { segments | xargs -r rm -f; }
 trap 'remove_segments; cleanup' EXIT
 
@@ -66,6 +66,27 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 else
     echo "SKIP: 2 MiB pages (needs root and unshare -m)"
 fi
+
+# ---- matrices in strips -------------------------------------------------------------------------
+# A copy made by a process whose kernel multiplies strips (engine/kern.h) has its Q4_0 and Q8_0
+# matrices laid out so (model_prepare_shared); one made under another kernel keeps rows. Either
+# serves every process: one whose kernel has no strips kernel turns strips back into rows.
+Q4=$TMP/q4.gguf
+cp "$SHARED/models/llama-spm.q4_0.gguf" "$Q4"
+q4_segments() { for s in /dev/shm/edgellm-m2-*; do [ -e "$s" ] && head -c 8192 "$s" | grep -qaF "$Q4" && echo "$s"; done; }
+in_strips() { "$EDGELLM" bench -m "$Q4" -p 8 -n 2 -r 1 --json "$@" | python3 -c 'import json, sys; print(json.load(sys.stdin)["weights_in_strips"])'; }
+greedy() { "$EDGELLM" run -m "$Q4" -p "Once upon a time" -n 24 --temp 0 "$@" 2>/dev/null; }
+check "a copy made under EDGELLM_KERNEL=avx2 keeps rows" [ "$(EDGELLM_KERNEL=avx2 in_strips --shm)" = False ]
+q4_segments | xargs -r rm -f
+if EDGELLM_KERNEL=avx512 "$EDGELLM" bench -m "$Q4" --no-shm -p 1 -n 1 -r 1 >/dev/null 2>&1; then
+    check "AVX-512: a copy lays the matrices out in strips" [ "$(in_strips --shm)" = True ]
+    ROWS_TEXT=$(greedy --no-shm)
+    check "greedy text from strips is the file's" test -n "$ROWS_TEXT" -a "$(greedy)" = "$ROWS_TEXT"
+    check "... also for a kernel without strips (EDGELLM_KERNEL=avx2)" [ "$(EDGELLM_KERNEL=avx2 greedy)" = "$ROWS_TEXT" ]
+else
+    echo "SKIP: strips (no AVX-512 here: copies keep rows)"
+fi
+q4_segments | xargs -r rm -f
 
 # ---- the daemon ------------------------------------------------------------------------------------
 remove_segments
@@ -117,7 +138,7 @@ check "SIGTERM: exits 0" stop_daemon TERM
 head -c 100000 /dev/urandom > "$TMP/junk.gguf"
 START_WAIT="cannot load" start_daemon junk --model "$TMP/junk.gguf" || exit 1
 check "a file that is no model: refused, and its copy does not stay in memory" \
-    bash -c "! for s in /dev/shm/edgellm-m1-*; do head -c 8192 \"\$s\" 2>/dev/null; done | grep -qaF '$(realpath "$TMP")/junk.gguf'"
+    bash -c "! for s in /dev/shm/edgellm-m2-*; do head -c 8192 \"\$s\" 2>/dev/null; done | grep -qaF '$(realpath "$TMP")/junk.gguf'"
 check "SIGTERM: exits 0" stop_daemon TERM
 
 finish

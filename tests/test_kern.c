@@ -343,15 +343,17 @@ static const uint32_t out_sentinel = 0x7fc0dead; /* a NaN no kernel produces */
 static size_t row_align(qt_type t) { return t == QT_F32 || t == QT_Q8_K ? 4 : 2; }
 
 /* One tile of type t in the given mode: every variant's kern_gemm against ref's dot of each
- * (row, column) pair, padded strides everywhere, and nothing written to out's padding. */
-static void check_gemm(qt_type t, gemm_shape sh, fill_mode mode, uint64_t seed)
+ * (row, column) pair, padded strides everywhere, and nothing written to out's padding.
+ * strips: the matrix laid out in strips (kern.h; rows packed, a multiple of 16) through
+ * kern_gemm_strips. */
+static void check_gemm(qt_type t, gemm_shape sh, fill_mode mode, uint64_t seed, bool strips)
 {
     uint64_t s = seed;
     const kern_ops *ref = kern_ref();
     const int n = sh.n_blocks * (int)qt_get(t)->block_elems, rows = sh.rows, cols = sh.cols;
     const size_t row_bytes = qt_row_bytes(t, n), act_bytes = kern_act_bytes(t, n);
     /* padded strides that are no multiple of a block, aligned as real rows are */
-    const size_t w_stride = row_bytes + row_align(t) * (1 + seed % 7);
+    const size_t w_stride = strips ? row_bytes : row_bytes + row_align(t) * (1 + seed % 7);
     const size_t x_stride = act_bytes + row_align(qt_get(t)->act_type) * (1 + seed % 5), out_stride = rows + 3;
     void **wrows = malloc((size_t)rows * sizeof *wrows), **xcols = malloc((size_t)cols * sizeof *xcols);
     ck_assert(wrows && xcols);
@@ -365,6 +367,16 @@ static void check_gemm(qt_type t, gemm_shape sh, fill_mode mode, uint64_t seed)
         free(f);
     }
     uint8_t *w = strided_copy(wrows, rows, row_bytes, w_stride), *x = strided_copy(xcols, cols, act_bytes, x_stride);
+    if (strips) {
+        const size_t strip_bytes = KERN_STRIP_ROWS * row_bytes;
+        uint8_t *plain = malloc(strip_bytes);
+        ck_assert_ptr_nonnull(plain);
+        for (int r0 = 0; r0 < rows; r0 += KERN_STRIP_ROWS) {
+            memcpy(plain, w + (size_t)r0 * row_bytes, strip_bytes);
+            kern_strips_from_rows(t, n, plain, w + (size_t)r0 * row_bytes);
+        }
+        free(plain);
+    }
     float *want = malloc((size_t)rows * cols * sizeof *want), *out = malloc((size_t)cols * out_stride * sizeof *out);
     double *tol = malloc((size_t)rows * cols * sizeof *tol);
     ck_assert(want && out && tol);
@@ -378,15 +390,18 @@ static void check_gemm(qt_type t, gemm_shape sh, fill_mode mode, uint64_t seed)
         const kern_ops *k = variant(v, &name);
         for (size_t i = 0; i < (size_t)cols * out_stride; i++)
             memcpy(&out[i], &out_sentinel, sizeof out_sentinel);
-        kern_gemm(k, t, n, rows, cols, w, w_stride, x, x_stride, out, out_stride);
+        if (strips)
+            kern_gemm_strips(k, t, n, rows, cols, w, x, x_stride, out, out_stride);
+        else
+            kern_gemm(k, t, n, rows, cols, w, w_stride, x, x_stride, out, out_stride);
         for (int c = 0; c < cols; c++) {
             for (int r = 0; r < rows; r++) {
                 const float got = out[c * out_stride + r], exp = want[c * rows + r];
                 const double e = tol[c * rows + r];
                 ck_assert_msg(isfinite(got) && fabs((double)got - exp) <= e,
-                              "%s gemm %s n=%d %dx%d mode=%s seed=%llu [row %d, col %d]: got %.9g, ref %.9g, "
+                              "%s gemm%s %s n=%d %dx%d mode=%s seed=%llu [row %d, col %d]: got %.9g, ref %.9g, "
                               "|diff| %.3g > tol %.3g",
-                              name, qt_name(t), n, rows, cols, mode_names[mode], (unsigned long long)seed, r, c, got,
+                              name, strips ? " (strips)" : "", qt_name(t), n, rows, cols, mode_names[mode], (unsigned long long)seed, r, c, got,
                               exp, fabs((double)got - exp), e);
             }
             for (size_t r = (size_t)rows; r < out_stride; r++)
@@ -418,8 +433,25 @@ START_TEST(test_gemm_matches_ref)
                 sh.n_blocks = sh.n_blocks * 9 + 3;
             else if (sh.n_blocks == 0) /* rows shorter than a block are float rows only */
                 continue;
-            check_gemm(t, sh, (fill_mode)mode, 100 * (uint64_t)mode + j + 1);
+            check_gemm(t, sh, (fill_mode)mode, 100 * (uint64_t)mode + j + 1, false);
         }
+}
+END_TEST
+
+/* Matrices in strips: one column (a variant's strips kernel, where it has one: spans of
+ * activation facts end at 2048 blocks) and several (turned back into rows, in chunks of 32
+ * blocks and 64 columns). */
+static const qt_type strips_types[] = {QT_Q4_0, QT_Q8_0};
+static const gemm_shape strips_shapes[] = {{16, 1, 1}, {16, 1, 33}, {48, 1, 70}, {16, 1, 2051},
+                                           {32, 3, 5}, {16, 70, 33}, {16, 2, 2051}};
+
+START_TEST(test_gemm_strips_matches_ref)
+{
+    const qt_type t = strips_types[_i];
+    ck_assert(kern_strips_type(t));
+    for (int mode = 0; mode < FILL_MODES; mode++)
+        for (size_t j = 0; j < sizeof strips_shapes / sizeof *strips_shapes; j++)
+            check_gemm(t, strips_shapes[j], (fill_mode)mode, 100 * (uint64_t)mode + j + 1, true);
 }
 END_TEST
 
@@ -725,6 +757,27 @@ static double now_s(void)
  * (kern_gemm with one column), best of a few passes. "dram": copies of the matrix cycled so
  * their total exceeds any last-level cache, as in decode of a real model; "cache": one
  * matrix again and again. */
+/* Seconds for one matrix-vector product over each of `copies` matrices mat_bytes apart from
+ * m (cycled: from DRAM) or over the first one `copies` times (from cache): rows, or strips. */
+static void time_matvec(const kern_ops *k, qt_type t, bool strips, const uint8_t *m, size_t mat_bytes, int rows,
+                        int n, const void *act, int copies, float *out, double *dram_s, double *cache_s)
+{
+    volatile float sink = 0;
+    for (int cached = 0; cached < 2; cached++) {
+        const double t0 = now_s();
+        for (int c = 0; c < copies; c++) {
+            const uint8_t *w = cached ? m : m + (size_t)c * mat_bytes;
+            if (strips)
+                kern_gemm_strips(k, t, n, rows, 1, w, act, 0, out, 0);
+            else
+                kern_gemm(k, t, n, rows, 1, w, qt_row_bytes(t, n), act, 0, out, 0);
+            sink += out[c % rows];
+        }
+        *(cached ? cache_s : dram_s) = now_s() - t0;
+    }
+    (void)sink;
+}
+
 START_TEST(bench_matvec)
 {
     enum { ROWS = 5632, COLS = 2048, COPIES = 24, PASSES = 3 };
@@ -733,52 +786,48 @@ START_TEST(bench_matvec)
     float *x = make_floats(COLS, FILL_QUANTIZED, &s), *f = malloc((size_t)COLS * sizeof *f);
     float *out = malloc((size_t)ROWS * sizeof *out);
     ck_assert(f && out);
-    printf("kern bench: %dx%d matrix x vector, single thread, GB/s of weights (dram: %d copies cycled)\n", ROWS, COLS,
-           COPIES);
+    printf("kern bench: %dx%d matrix x vector, single thread, GB/s of weights (dram: %d copies cycled); "
+           "strips: the matrix laid out for decode (kern.h)\n",
+           ROWS, COLS, COPIES);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const qt_type t = types[ti];
         const size_t row_bytes = qt_row_bytes(t, COLS), mat_bytes = row_bytes * ROWS;
-        uint8_t *m = malloc(mat_bytes * COPIES);
-        ck_assert_ptr_nonnull(m);
+        uint8_t *m = malloc(mat_bytes * COPIES), *ms = kern_strips_type(t) ? malloc(mat_bytes * COPIES) : NULL;
+        ck_assert(m && (ms || !kern_strips_type(t)));
         for (int r = 0; r < ROWS; r++) {
             for (int j = 0; j < COLS; j++)
                 f[j] = rng_gauss(&s);
             qt_quantize_row(t, f, m + r * row_bytes, COLS);
         }
-        for (int c = 1; c < COPIES; c++)
+        for (int r0 = 0; ms && r0 < ROWS; r0 += KERN_STRIP_ROWS)
+            kern_strips_from_rows(t, COLS, m + r0 * row_bytes, ms + r0 * row_bytes);
+        for (int c = 1; c < COPIES; c++) {
             memcpy(m + c * mat_bytes, m, mat_bytes);
+            if (ms)
+                memcpy(ms + c * mat_bytes, ms, mat_bytes);
+        }
         void *act = malloc(kern_act_bytes(t, COLS));
         kern_prepare_act(kern_ref(), t, x, act, COLS);
         for (int v = 0; v < n_variants(); v++) {
             const char *name;
             const kern_ops *k = variant(v, &name);
-            double best_dram = 0, best_cache = 0;
-            volatile float sink = 0;
-            for (int pass = 0; pass < PASSES; pass++) {
-                int copies = strcmp(name, "ref") == 0 ? 2 : COPIES; /* ref is slow: fewer rows */
-                double t0 = now_s();
-                for (int c = 0; c < copies; c++) {
-                    kern_gemm(k, t, COLS, ROWS, 1, m + c * mat_bytes, row_bytes, act, 0, out, 0);
-                    sink += out[c % ROWS];
+            const int copies = strcmp(name, "ref") == 0 ? 2 : COPIES; /* ref is slow: fewer rows */
+            double best_dram[2] = {0, 0}, best_cache[2] = {0, 0};
+            for (int pass = 0; pass < PASSES; pass++)
+                for (int layout = 0; layout < (ms ? 2 : 1); layout++) { /* rows, strips: alternated */
+                    double dram_s = 0, cache_s = 0, gb = (double)mat_bytes * copies / 1e9;
+                    time_matvec(k, t, layout, layout ? ms : m, mat_bytes, ROWS, COLS, act, copies, out, &dram_s,
+                                &cache_s);
+                    best_dram[layout] = fmax(best_dram[layout], gb / dram_s);
+                    best_cache[layout] = fmax(best_cache[layout], gb / cache_s);
                 }
-                double t1 = now_s();
-                for (int c = 0; c < copies; c++) {
-                    kern_gemm(k, t, COLS, ROWS, 1, m, row_bytes, act, 0, out, 0);
-                    sink += out[c % ROWS];
-                }
-                double t2 = now_s();
-                double gb = (double)mat_bytes * copies / 1e9;
-                if (gb / (t1 - t0) > best_dram)
-                    best_dram = gb / (t1 - t0);
-                if (gb / (t2 - t1) > best_cache)
-                    best_cache = gb / (t2 - t1);
-            }
-            printf("  %-5s %-7s dram %6.2f GB/s  cache %6.2f GB/s  (%.1f MB)\n", qt_name(t), name, best_dram,
-                   best_cache, mat_bytes / 1e6);
-            (void)sink;
+            for (int layout = 0; layout < (ms ? 2 : 1); layout++)
+                printf("  %-5s %-7s %-6s dram %6.2f GB/s  cache %6.2f GB/s  (%.1f MB)\n", qt_name(t), name,
+                       layout ? "strips" : "rows", best_dram[layout], best_cache[layout], mat_bytes / 1e6);
         }
         free(act);
         free(m);
+        free(ms);
     }
     free(x);
     free(f);
@@ -866,6 +915,7 @@ static Suite *kern_suite(bool with_bench)
     tc = tcase_create("gemm");
     tcase_set_timeout(tc, 900);
     tcase_add_loop_test(tc, test_gemm_matches_ref, 0, N_DOT_TYPES);
+    tcase_add_loop_test(tc, test_gemm_strips_matches_ref, 0, sizeof strips_types / sizeof *strips_types);
     suite_add_tcase(s, tc);
     tc = tcase_create("convert");
     tcase_set_timeout(tc, 300);

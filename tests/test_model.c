@@ -158,6 +158,43 @@ static float *eval_all(const model *m, const kern_ops *k, pool *pl, int n_batch,
     return logits;
 }
 
+/* The conformance rule on model m (file name, layout: "rows" or "strips") with each kernel,
+ * in prefill chunks of n_batch tokens (0: the default). */
+static void check_conformance(const model *m, const char *name, const char *layout, int n_batch,
+                              const char *const *kernels, int n_kern, pool *pl, const ref_case *rc)
+{
+    const double tol = is_float_file(name) ? 0.02 : 0.25;
+    for (int ki = 0; ki < n_kern; ki++) {
+        float *logits = eval_all(m, kern_by_name(kernels[ki]), pl, n_batch, QT_F16, rc);
+        conf_result r = check_rows(rc, logits, model_hparams_of(m)->n_vocab);
+        printf("conformance %-34s kernel=%-6s %-6s batch=%-2d rows=%d worst=%.4f std (tol %.2f) top1_mismatch=%d\n",
+               name, kernels[ki], layout, n_batch, r.rows, r.worst, tol, r.top1_mismatch);
+        ck_assert_msg(r.top1_mismatch == 0, "%s/%s/%s: %d top-1 mismatches", name, kernels[ki], layout,
+                      r.top1_mismatch);
+        ck_assert_msg(r.worst <= tol, "%s/%s/%s: worst error %.4f std > %.2f", name, kernels[ki], layout, r.worst, tol);
+        free(logits);
+    }
+}
+
+/* The file at path in page-aligned memory, as a shared copy holds it; *size its bytes. */
+static void *read_image(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    *size = (size_t)ftell(f);
+    rewind(f);
+    void *buf = aligned_alloc(4096, (*size + 4095) / 4096 * 4096);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(fread(buf, 1, *size, f), *size);
+    fclose(f);
+    return buf;
+}
+
+/* Every reference file with every kernel variant, read as it is and, where this machine's
+ * kernel lays matrices out in strips (model_prepare_shared), as a prepared shared copy, in
+ * prefill chunks and one token at a time: the variants without a strips kernel take strips
+ * back into rows. */
 START_TEST(conformance_all_models_all_kernels)
 {
     char dir[1024];
@@ -194,17 +231,20 @@ START_TEST(conformance_all_models_all_kernels)
         model *m;
         err_info ei = {0};
         ck_assert_msg(model_open(&m, model_path, &ei) == 0, "%s: %s", model_path, ei.msg);
-        double tol = is_float_file(de->d_name) ? 0.02 : 0.25;
-        for (int ki = 0; ki < n_kern; ki++) {
-            float *logits = eval_all(m, kern_by_name(kernels[ki]), pl, 0, QT_F16, &rc);
-            conf_result r = check_rows(&rc, logits, model_hparams_of(m)->n_vocab);
-            printf("conformance %-34s kernel=%-6s rows=%d worst=%.4f std (tol %.2f) top1_mismatch=%d\n", de->d_name,
-                   kernels[ki], r.rows, r.worst, tol, r.top1_mismatch);
-            ck_assert_msg(r.top1_mismatch == 0, "%s/%s: %d top-1 mismatches", de->d_name, kernels[ki], r.top1_mismatch);
-            ck_assert_msg(r.worst <= tol, "%s/%s: worst error %.4f std > %.2f", de->d_name, kernels[ki], r.worst, tol);
-            free(logits);
-        }
+        check_conformance(m, de->d_name, "rows", 0, kernels, n_kern, pl, &rc);
         model_close(m);
+        size_t size;
+        void *image = read_image(model_path, &size);
+        const int prepared = model_prepare_shared(image, size, &ei);
+        ck_assert_msg(prepared >= 0, "%s: %s", model_path, ei.msg);
+        if (prepared) {
+            ck_assert_msg(model_open_prepared(&m, image, size, &ei) == 0, "%s: %s", model_path, ei.msg);
+            /* prefill's chunks take strips back into rows; one token a chunk is decode's path */
+            check_conformance(m, de->d_name, "strips", 0, kernels, n_kern, pl, &rc);
+            check_conformance(m, de->d_name, "strips", 1, kernels, n_kern, pl, &rc);
+            model_close(m);
+        }
+        free(image);
         ref_free(&rc);
         files++;
     }

@@ -4,11 +4,15 @@
  * file gets a new segment and the old one is removed, the memory budget and MemAvailable
  * refuse what does not fit, mlock reports its limit, a model keeps working after its file
  * is truncated (where a plain mapping dies of SIGBUS), and two processes running the same
- * model share its pages (PSS). Every file lives in the run's temp dir, so the segments
- * are this run's own; a fixture removes them even when a test fails. */
+ * model share its pages (PSS). A creator's prepare rearranges the copy once, everyone
+ * learns that it did, the recorded hash stays the file's, and verify replaces such a copy by
+ * a plain one; creating a copy removes layout 1's copies of the same file. Every file lives
+ * in the run's temp dir, so the segments are this run's own; a fixture removes them even
+ * when a test fails. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <signal.h>
 #include <stdio.h>
@@ -152,7 +156,7 @@ START_TEST(cold_copy_then_warm_attach)
     const char *path = model_copy("m.gguf");
     mstore *cold = store_open_ok(path, NULL);
     ck_assert(mstore_created(cold));
-    ck_assert_msg(!strncmp(mstore_name(cold), "/edgellm-m1-", 12), "name %s", mstore_name(cold));
+    ck_assert_msg(!strncmp(mstore_name(cold), "/edgellm-m2-", 12), "name %s", mstore_name(cold));
     ck_assert_uint_eq((uintptr_t)mstore_data(cold) % (uintptr_t)sysconf(_SC_PAGESIZE), 0);
     assert_copy_of(cold, path);
     struct stat st;
@@ -402,6 +406,247 @@ START_TEST(verify_catches_a_corrupted_copy)
 }
 END_TEST
 
+/* ---- prepare: the creator rearranges the copy ------------------------------------------ */
+
+enum { REARRANGED = 64 }; /* bytes at the start of the copy that invert_head changes */
+static int prepare_calls;  /* per test: each runs in a process of its own */
+
+/* A stand-in for model_prepare_shared: inverts the first REARRANGED bytes. */
+static int invert_head(void *data, size_t size, err_info *ei)
+{
+    (void)ei;
+    prepare_calls++;
+    ck_assert_uint_gt(size, REARRANGED);
+    for (size_t i = 0; i < REARRANGED; i++)
+        ((uint8_t *)data)[i] ^= 0xff;
+    return 1;
+}
+
+static int leave_as_is(void *data, size_t size, err_info *ei)
+{
+    (void)data, (void)size, (void)ei;
+    prepare_calls++;
+    return 0;
+}
+
+/* Says it rearranged the copy but left it as it is: a copy that is marked rearranged yet
+ * would pass verification. */
+static int claim_rearranged(void *data, size_t size, err_info *ei)
+{
+    (void)data, (void)size, (void)ei;
+    prepare_calls++;
+    return 1;
+}
+
+static int refuse(void *data, size_t size, err_info *ei)
+{
+    (void)data;
+    prepare_calls++;
+    return err_set(ei, -ERR_UNSUPPORTED, "no faster layout for %zu bytes", size);
+}
+
+/* The copy is the file with its first REARRANGED bytes inverted, and its recorded hash is
+ * still the file's SHA-256. */
+static void assert_rearranged_copy_of(const mstore *s, const char *path)
+{
+    size_t n;
+    uint8_t *want = slurp(path, &n), hash[SHA256_BYTES];
+    for (size_t i = 0; i < REARRANGED; i++)
+        want[i] ^= 0xff;
+    ck_assert_uint_eq(mstore_size(s), n);
+    ck_assert_msg(memcmp(mstore_data(s), want, n) == 0, "segment is not the rearranged %s", path);
+    free(want);
+    file_hash(path, hash);
+    ck_assert_msg(memcmp(mstore_hash(s), hash, SHA256_BYTES) == 0, "recorded hash is not the file's SHA-256");
+}
+
+START_TEST(prepare_rearranges_the_copy_once)
+{
+    const char *path = model_copy("m.gguf");
+    mstore_opts o;
+    mstore_opts_default(&o);
+    o.prepare = invert_head;
+    prepare_calls = 0;
+    mstore *cold = store_open_ok(path, &o);
+    ck_assert(mstore_created(cold) && mstore_prepared(cold));
+    ck_assert_int_eq(prepare_calls, 1);
+    assert_rearranged_copy_of(cold, path);
+
+    mstore *warm = store_open_ok(path, &o); /* attaches: prepare is for the creator only */
+    ck_assert(!mstore_created(warm) && mstore_prepared(warm));
+    ck_assert_int_eq(prepare_calls, 1);
+    assert_rearranged_copy_of(warm, path);
+    mstore_close(warm);
+    warm = store_open_ok(path, NULL); /* a process without prepare learns it too */
+    ck_assert(!mstore_created(warm) && mstore_prepared(warm));
+    assert_rearranged_copy_of(warm, path);
+    mstore_close(warm);
+
+    pid_t pid = fork(); /* and so does another process */
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        mstore *s;
+        if (mstore_open(&s, path, &o, NULL))
+            _exit(3);
+        bool ok = !mstore_created(s) && mstore_prepared(s) && prepare_calls == 1 &&
+                  !memcmp(mstore_data(s), mstore_data(cold), mstore_size(s));
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "another process: status %#x", status);
+    mstore_close(cold);
+    ck_assert_int_eq(mstore_remove(path, NULL), 1);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(prepare_may_leave_the_copy_as_is)
+{
+    const char *path = model_copy("m.gguf");
+    mstore_opts o;
+    mstore_opts_default(&o);
+    o.prepare = leave_as_is;
+    prepare_calls = 0;
+    mstore *s = store_open_ok(path, &o);
+    ck_assert(mstore_created(s) && !mstore_prepared(s));
+    ck_assert_int_eq(prepare_calls, 1);
+    assert_copy_of(s, path);
+    mstore_close(s);
+    s = store_open_ok(path, NULL);
+    ck_assert(!mstore_created(s) && !mstore_prepared(s));
+    mstore_close(s);
+    ck_assert_int_eq(mstore_remove(path, NULL), 1);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(failing_prepare_fails_the_open)
+{
+    const char *path = model_copy("m.gguf");
+    mstore_opts o;
+    mstore_opts_default(&o);
+    o.prepare = refuse;
+    prepare_calls = 0;
+    mstore *s = NULL;
+    err_info ei = {0};
+    ck_assert_int_eq(mstore_open(&s, path, &o, &ei), -ERR_UNSUPPORTED);
+    ck_assert_ptr_null(s);
+    ck_assert_int_eq(prepare_calls, 1);
+    ck_assert_msg(strstr(ei.msg, "no faster layout for"), "message: %s", ei.msg);
+    ck_assert_int_eq(mstore_remove(path, &ei), 0); /* the half-made copy went with it */
+    s = store_open_ok(path, NULL);
+    ck_assert(mstore_created(s));
+    mstore_close(s);
+    ck_assert_int_eq(mstore_remove(path, NULL), 1);
+    unlink(path);
+}
+END_TEST
+
+/* A rearranged copy cannot match the file's hash: a verifying process replaces it by a copy
+ * of the file as it is, and does not rearrange that one. */
+START_TEST(verify_replaces_a_rearranged_copy)
+{
+    const char *path = model_copy("m.gguf");
+    mstore_opts o;
+    mstore_opts_default(&o);
+    o.prepare = invert_head;
+    prepare_calls = 0;
+    mstore *s = store_open_ok(path, &o);
+    ck_assert(mstore_prepared(s));
+    char name[MSTORE_NAME_MAX];
+    snprintf(name, sizeof name, "%s", mstore_name(s));
+    mstore_close(s);
+
+    o.verify = true;
+    s = store_open_ok(path, &o);
+    ck_assert(mstore_created(s) && !mstore_prepared(s));
+    ck_assert_int_eq(prepare_calls, 1);
+    ck_assert_str_eq(mstore_name(s), name);
+    assert_copy_of(s, path);
+    mstore_close(s);
+    o.verify = false; /* the plain copy serves a process with prepare as it is */
+    s = store_open_ok(path, &o);
+    ck_assert(!mstore_created(s) && !mstore_prepared(s));
+    ck_assert_int_eq(prepare_calls, 1);
+    mstore_close(s);
+
+    /* the mark decides, not the hash: a marked copy whose bytes would pass is replaced too */
+    ck_assert_int_eq(mstore_remove(path, NULL), 1);
+    o.prepare = claim_rearranged;
+    mstore_close(store_open_ok(path, &o));
+    o.verify = true;
+    s = store_open_ok(path, &o);
+    ck_assert(mstore_created(s) && !mstore_prepared(s));
+    ck_assert_int_eq(prepare_calls, 2);
+    mstore_close(s);
+    ck_assert_int_eq(mstore_remove(path, NULL), 1);
+    unlink(path);
+}
+END_TEST
+
+/* ---- an upgrade from layout 1 ------------------------------------------------------------ */
+
+/* Layout 1's header (mstore.c's seg_header before `prepared`): what an old copy starts with. */
+typedef struct layout1_header {
+    char magic[8];
+    uint32_t layout, state;
+    uint64_t data_offset, copied;
+    int32_t creator_pid;
+    uint32_t reserved;
+    uint8_t sha256[SHA256_BYTES];
+    uint64_t dev, ino, size;
+    int64_t mtime_ns;
+    char path[PATH_MAX];
+} layout1_header;
+
+/* A complete-looking layout-1 copy called name whose header names the file at real. */
+static void make_layout1_copy(const char *name, const char *real)
+{
+    layout1_header h = {.magic = "EDGLLMSG", .layout = 1, .state = 2};
+    snprintf(h.path, sizeof h.path, "%s", real);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    h.data_offset = (sizeof h + page - 1) / page * page;
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)(h.data_offset + page)), 0);
+    ck_assert_int_eq(pwrite(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+}
+
+START_TEST(layout1_copies_of_the_file_are_removed)
+{
+    const char *path = model_copy("m.gguf");
+    char name[MSTORE_NAME_MAX], real[PATH_MAX], old[MSTORE_NAME_MAX], other[MSTORE_NAME_MAX];
+    name_of(path, name);
+    ck_assert_ptr_nonnull(realpath(path, real));
+    /* the same P (the second part of the name), layout 1 */
+    const char *p = name + strlen("/edgellm-m2-");
+    snprintf(old, sizeof old, "/edgellm-m1-%.16s-0123456789abcdef", p);
+    snprintf(other, sizeof other, "/edgellm-m1-%.16s-fedcba9876543210", p);
+    make_layout1_copy(old, real);
+    make_layout1_copy(other, "/elsewhere/m.gguf"); /* P collided: another file's copy stays */
+
+    /* look before asserting, so that a failure still removes the other file's copy */
+    mstore *s = NULL;
+    err_info ei = {0};
+    int rc = mstore_open(&s, path, NULL, &ei);
+    bool old_stayed = seg_exists(old), other_stayed = seg_exists(other);
+    shm_unlink(other);
+    ck_assert_msg(rc == 0, "mstore_open %s: %d %s", path, rc, ei.msg);
+    ck_assert(mstore_created(s));
+    ck_assert_str_eq(mstore_name(s), name);
+    ck_assert_msg(!old_stayed, "the file's layout-1 copy %s was not removed", old);
+    ck_assert_msg(other_stayed, "another file's layout-1 copy was removed");
+    mstore_close(s);
+
+    make_layout1_copy(old, real); /* and mstore_remove removes both layouts */
+    ck_assert_int_eq(mstore_remove(path, NULL), 2);
+    ck_assert(!seg_exists(old) && !seg_exists(name));
+    unlink(path);
+}
+END_TEST
+
 /* ---- the file changes ---------------------------------------------------------------- */
 
 START_TEST(changed_file_gets_a_new_segment)
@@ -435,7 +680,7 @@ START_TEST(changed_file_gets_a_new_segment)
     assert_copy_of(v3, path);
     ck_assert(!seg_exists(mstore_name(v2)));
     /* same path, so same first half of the name */
-    ck_assert(!strncmp(mstore_name(v3), name1, strlen("/edgellm-m1-") + 16));
+    ck_assert(!strncmp(mstore_name(v3), name1, strlen("/edgellm-m2-") + 16));
     mstore_close(v1);
     mstore_close(v2);
     mstore_close(v3);
@@ -668,6 +913,11 @@ int main(void)
     tcase_add_test(tc, dead_creator_is_replaced);
     tcase_add_test(tc, abandoned_objects_are_replaced);
     tcase_add_test(tc, verify_catches_a_corrupted_copy);
+    tcase_add_test(tc, prepare_rearranges_the_copy_once);
+    tcase_add_test(tc, prepare_may_leave_the_copy_as_is);
+    tcase_add_test(tc, failing_prepare_fails_the_open);
+    tcase_add_test(tc, verify_replaces_a_rearranged_copy);
+    tcase_add_test(tc, layout1_copies_of_the_file_are_removed);
     tcase_add_test(tc, changed_file_gets_a_new_segment);
     tcase_add_test(tc, budget_refuses_what_does_not_fit);
     tcase_add_test(tc, mlock_locks_or_names_the_limit);

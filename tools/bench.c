@@ -392,6 +392,7 @@ int cli_bench(int argc, char **argv)
     }
     long long rss = rss_bytes();
     const double huge = huge_page_share(&e);
+    const bool strips = e.ms && mstore_prepared(e.ms); /* matrices laid out for decode (kern.h) */
     char huge_json[16] = "null";
     if (huge >= 0)
         snprintf(huge_json, sizeof huge_json, "%.3f", huge);
@@ -408,11 +409,11 @@ int cli_bench(int argc, char **argv)
                "\"tg_tps\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"ttft_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                "\"load_s\":%.4f,\"ready_s\":%.4f,\"weights_from\":\"%s\",\"weights_in_2mib_pages\":%s,"
-               "\"rss_mib\":%.1f",
+               "\"weights_in_strips\":%s,\"rss_mib\":%.1f",
                o.engine.model_path, qt_name(model_main_type(e.m)), model_weight_bytes(e.m) / 1048576.0,
                pool_size(e.pool), kern_name, o.n_prompt, o.n_gen, o.n_depth, o.repeats, spp.median, spp.min, spp.max,
                stg.median, stg.min, stg.max, sft.median, sft.min, sft.max, t_load, t_ready, weights_source(&e),
-               huge_json, rss / 1048576.0);
+               huge_json, strips ? "true" : "false", rss / 1048576.0);
         if (o.bandwidth)
             printf(",\"decode_mb\":%.1f,\"read_gbs\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"tg_ceiling_tps\":%.2f,\"tg_of_ceiling\":{\"median\":%.3f,\"min\":%.3f,\"max\":%.3f}",
@@ -431,9 +432,10 @@ int cli_bench(int argc, char **argv)
         printf("%-6s %8.2f t/s (min %.2f, max %.2f)\n", tg_name, stg.median, stg.min, stg.max);
         printf("time to first token (%d-token prompt): %.1f ms (min %.1f, max %.1f)\n", o.n_prompt, sft.median,
                sft.min, sft.max);
-        char pages[48] = "";
+        char pages[80] = "";
         if (huge >= 0)
-            snprintf(pages, sizeof pages, "; %.0f%% of the weights in 2 MiB pages", 100 * huge);
+            snprintf(pages, sizeof pages, "; %.0f%% of the weights in 2 MiB pages%s", 100 * huge,
+                     strips ? ", matrices in strips" : "");
         printf("load %.3f s, ready %.3f s (load + first %d-token prefill), weights from %s, RSS %.1f MiB%s\n",
                t_load, t_ready, o.n_prompt, weights_source(&e), rss / 1048576.0, pages);
         if (o.bandwidth)
