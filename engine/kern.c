@@ -173,31 +173,32 @@ void kern_gemm(const kern_ops *k, qt_type t, int n, int rows, int cols, const vo
 
 /* ---- strips (kern.h) ---- */
 
-bool kern_strips_type(qt_type t) { return t == QT_Q4_0 || t == QT_Q8_0; }
+bool kern_strips_type(qt_type t) { return t == QT_Q4_0 || t == QT_Q8_0 || t == QT_Q4_K; }
 
 /* Moves blocks [b0, b0 + nb) of a strip's 16 rows between the strip and rows (block b0 + b
  * of row r at rows + r * rows_stride + b * block_bytes): into the strip when to_strip, else
- * out of it. A block is its f16 d and (block_bytes - 2) / 4 dwords. Inlined into each
- * direction's caller, so that every move is a plain load and store: turning strips back
- * into rows is on the path of the variants without a strips kernel. */
+ * out of it. A block is its head (an f16 d where block_bytes % 4 == 2, else nothing) and
+ * whole dwords. Inlined into each direction's caller, so that every move is a plain load
+ * and store: turning strips back into rows is on the path of the variants without a strips
+ * kernel. */
 static inline __attribute__((always_inline)) void strip_blocks(qt_type t, int b0, int nb, const uint8_t *src,
                                                                uint8_t *dst, size_t rows_stride, bool to_strip)
 {
     enum { R = KERN_STRIP_ROWS };
-    const size_t bb = qt_get(t)->block_bytes, groups = (bb - sizeof(qt_f16)) / 4;
+    const size_t bb = qt_get(t)->block_bytes, head = bb % 4, groups = bb / 4;
     for (int b = 0; b < nb; b++) {
-        const size_t strip_block = (size_t)(b0 + b) * R * bb; /* d[R], then groups x R dwords */
+        const size_t strip_block = (size_t)(b0 + b) * R * bb; /* heads[R], then groups x R dwords */
         for (int r = 0; r < R; r++) {
-            const size_t row_block = (size_t)r * rows_stride + (size_t)b * bb; /* d, then groups dwords */
-            const size_t sd = strip_block + (size_t)r * sizeof(qt_f16), sq = strip_block + R * sizeof(qt_f16) + 4 * (size_t)r;
+            const size_t row_block = (size_t)r * rows_stride + (size_t)b * bb; /* head, then groups dwords */
+            const size_t sh = strip_block + (size_t)r * head, sq = strip_block + R * head + 4 * (size_t)r;
             if (to_strip) {
-                memcpy(dst + sd, src + row_block, sizeof(qt_f16));
+                memcpy(dst + sh, src + row_block, head);
                 for (size_t g = 0; g < groups; g++)
-                    memcpy(dst + sq + g * 4 * R, src + row_block + sizeof(qt_f16) + 4 * g, 4);
+                    memcpy(dst + sq + g * 4 * R, src + row_block + head + 4 * g, 4);
             } else {
-                memcpy(dst + row_block, src + sd, sizeof(qt_f16));
+                memcpy(dst + row_block, src + sh, head);
                 for (size_t g = 0; g < groups; g++)
-                    memcpy(dst + row_block + sizeof(qt_f16) + 4 * g, src + sq + g * 4 * R, 4);
+                    memcpy(dst + row_block + head + 4 * g, src + sq + g * 4 * R, 4);
             }
         }
     }
@@ -211,23 +212,23 @@ void kern_strips_from_rows(qt_type t, int n, const void *rows, void *strip)
 void kern_gemm_strips(const kern_ops *k, qt_type t, int n, int rows, int cols, const void *w, const void *x,
                       size_t x_stride, float *out, size_t out_stride)
 {
-    enum { R = KERN_STRIP_ROWS, CHUNK_BLOCKS = 32, COLS = 64 };
+    enum { R = KERN_STRIP_ROWS, STAGE_BYTES = 18 * 1024, COLS = 64 };
     const qt_traits *q = qt_get(t);
-    const int nb = n / (int)q->block_elems, nstrips = rows / R;
+    const int nb = n / (int)q->block_elems, nstrips = rows / R, chunk_blocks = STAGE_BYTES / (R * (int)q->block_bytes);
     const size_t strip_bytes = R * qt_row_bytes(t, n);
     if (k->strips[t]) {
         k->strips[t](n, rows, cols, w, x, x_stride, out, out_stride);
         return;
     }
-    /* back into rows, CHUNK_BLOCKS blocks of the 16 rows at a time (17 KiB for Q8_0, the
-     * largest strips type), each chunk's products added up, up to COLS columns at a time */
-    _Alignas(64) uint8_t stage[R * CHUNK_BLOCKS * sizeof(qt_block_q8_0)];
+    /* back into rows, as many blocks of the 16 rows at a time as STAGE_BYTES hold (33 of
+     * Q8_0, 8 of Q4_K), each chunk's products added up, up to COLS columns at a time */
+    _Alignas(64) uint8_t stage[STAGE_BYTES];
     float part[COLS * R];
     assert(kern_strips_type(t) && rows % R == 0);
     for (int s = 0; s < nstrips; s++) {
         const uint8_t *strip = (const uint8_t *)w + (size_t)s * strip_bytes;
-        for (int b0 = 0; b0 < nb; b0 += CHUNK_BLOCKS) {
-            const int kb = nb - b0 < CHUNK_BLOCKS ? nb - b0 : CHUNK_BLOCKS;
+        for (int b0 = 0; b0 < nb; b0 += chunk_blocks) {
+            const int kb = nb - b0 < chunk_blocks ? nb - b0 : chunk_blocks;
             const size_t chunk_row = (size_t)kb * q->block_bytes;
             strip_blocks(t, b0, kb, strip, stage, chunk_row, false);
             const uint8_t *xb = (const uint8_t *)x + kern_act_bytes(t, b0 * (int)q->block_elems);

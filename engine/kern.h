@@ -41,13 +41,14 @@ typedef void (*kern_gemm_fn)(int n, int rows, int cols, const void *w, size_t w_
  * A matrix-vector product reads KERN_STRIP_ROWS rows side by side, one per int32 lane, and
  * transposing each block of them into one vector per dword is half of its work
  * (kern_avx512.c). Stored transposed, they need none. A strip is 16 consecutive rows, block
- * by block: for block b, the 16 rows' f16 scales d (row order, 32 bytes), then the rest of
- * each row's block as groups of 16 dwords, group g holding dword g of every row's block
- * after its d (dword r: row r). These are the 16 rows' bytes rearranged within their
- * 16·row_bytes: a matrix in strips keeps its size, and strip s starts where row 16·s did.
- * Types: those whose block is an f16 scale and whole dwords (kern_strips_type: Q4_0 and
- * Q8_0). Activations as for rows (kern_dot_fn). model_prepare_shared stores matrices so
- * in the shared copy (mstore.h), where every process reads them without rearranging. */
+ * by block: for block b, the 16 rows' heads (a block's f16 scale d where its size is 2 past
+ * a multiple of 4, as Q4_0's and Q8_0's; none where it is whole dwords, as Q4_K's), then
+ * the rest of each row's block as groups of 16 dwords, group g holding dword g of every
+ * row's block after its head (dword r: row r). These are the 16 rows' bytes rearranged
+ * within their 16·row_bytes: a matrix in strips keeps its size, and strip s starts where
+ * row 16·s did. Types: kern_strips_type (Q4_0, Q8_0, Q4_K). Activations as for rows
+ * (kern_dot_fn). model_prepare_shared stores matrices so in the shared copy (mstore.h),
+ * where every process reads them without rearranging. */
 enum { KERN_STRIP_ROWS = 16 };
 
 /* kern_gemm_fn for a matrix in strips: rows a multiple of 16, w the start of a strip (the

@@ -286,17 +286,24 @@ static float dot_q6_k(int n, const void *w, const void *x)
 enum { STRIP = 16, COLS32 = 8, COLSK = 4, COLSF = 8 }; /* rows per strip; columns per tile32, tilek, tilef */
 
 /* A strip's rows, addressed as quad[r / 4] + at[r % 4]: seven registers for sixteen rows
- * (the x86 addressing modes add the index), where sixteen pointers would spill. */
+ * (the x86 addressing modes add the index), where sixteen pointers would spill. Or, where
+ * block is set, a strip of a matrix in strips (kern.h) at quad[0], of blocks of that many
+ * bytes, all dwords: load16x4 then reads what it would transpose, and gather_* must not be
+ * used. Built by the two functions below with a constant block, so that the compiler drops
+ * the layout test of every load16x4. */
 typedef struct strip {
     const uint8_t *quad[4];
     size_t at[4];
+    size_t block;
 } strip;
 
 KX_INLINE strip strip_rows(const uint8_t *w, size_t w_stride)
 {
     return (strip){{w, w + 4 * w_stride, w + 8 * w_stride, w + 12 * w_stride},
-                   {0, w_stride, 2 * w_stride, 3 * w_stride}};
+                   {0, w_stride, 2 * w_stride, 3 * w_stride}, 0};
 }
+
+KX_INLINE strip strip_of_strips(const uint8_t *w, size_t block) { return (strip){{w}, {0}, block}; }
 
 KX_INLINE const uint8_t *row_at(const strip *s, int r, size_t off) { return s->quad[r >> 2] + s->at[r & 3] + off; }
 
@@ -305,6 +312,13 @@ KX_INLINE const uint8_t *row_at(const strip *s, int r, size_t off) { return s->q
  * lane is a 4x4 transpose. */
 KX_INLINE void load16x4(const strip *s, size_t off, __m512i q[4])
 {
+    if (s->block) { /* dwords off/4.. of the block: groups of the strip's block off / block */
+        const uint8_t *at = s->quad[0] + off / s->block * STRIP * s->block + STRIP * (off % s->block);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            q[i] = _mm512_loadu_si512(at + 64 * i);
+        return;
+    }
     __m512i a[4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
@@ -572,9 +586,11 @@ static void matvec_q4_0_eights(const uint8_t *w, size_t w_stride, int nb, const 
  * dword g and its high ones, masked in place (16 times their value, as in q4_0_sum),
  * against dword g + 4; Q8_0 each group, offset by 128, against dword g. The offsets come
  * back out through kt_act. A strip's blocks are one sequential stream, which the hardware
- * prefetchers follow without help. One Zen 4 core, against matvec_q4_0_eights over rows
- * (the same 5632x2048 matrix, alternated in one process): 24-28 GB/s from DRAM against
- * 19-22, 42-44 from cache against 34-35. */
+ * prefetchers follow without help. One Zen 4 core (test_kern's bench_matvec, rows and strips
+ * alternated): from cache Q4_0 44-45 GB/s against matvec_q4_0_eights' 35, Q8_0 57-62
+ * against matvec_q8_0_pairs' 38-42; decoding TinyLlama on 2 cores at 35-36 GB/s of memory
+ * bandwidth, Q4_0 reaches 93-94% of it against 83-86%, and at 62-67 GB/s 77% against 65%
+ * (Q8_0: 79% against 68-72%). */
 KX_INLINE void strips_q32(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out, bool nibbles)
 {
     const size_t block = KERN_STRIP_ROWS * (nibbles ? sizeof(qt_block_q4_0) : sizeof(qt_block_q8_0));
@@ -743,11 +759,9 @@ KX_INLINE __m512i byte_of(__m512i v, int k, bool pair)
  * bench_matvec): 36 GB/s from cache against dot's 19.7, from DRAM 22-27 against 16-18;
  * decoding TinyLlama Q4_K_M on 2 cores with ~70 GB/s of memory bandwidth, 64-70 t/s
  * against 52-58 (with ~37 GB/s both are bound by it: 81-87% of it against 84-90%). */
-static void matvec_q4_k_strip(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x,
-                              const kt_act *t, float *out, int nrows, bool accumulate)
+KX_INLINE void matvec_q4_k_from(const strip row, int nb, const kt_prefetch *pf, const uint8_t *x, float *out,
+                                 int nrows, bool accumulate)
 {
-    (void)t;
-    const strip row = strip_rows(w, w_stride);
     kt_prefetch ahead = *pf;
     kt_prefetch_split(&ahead, 8); /* a step for each load16x4 of qs */
     const qt_block_q8_k *y = (const qt_block_q8_k *)x;
@@ -791,7 +805,49 @@ static void matvec_q4_k_strip(const uint8_t *w, size_t w_stride, int nb, const k
     store_rows(out, acc, nrows, accumulate);
 }
 
+static void matvec_q4_k_strip(const uint8_t *w, size_t w_stride, int nb, const kt_prefetch *pf, const uint8_t *x,
+                              const kt_act *t, float *out, int nrows, bool accumulate)
+{
+    (void)t;
+    matvec_q4_k_from(strip_rows(w, w_stride), nb, pf, x, out, nrows, accumulate);
+}
+
 KT_TILEK_MATVEC(q4_k, ((traitsk){8, true, 15}), matvec_q4_k_strip)
+
+/* Q4_K in strips: the kernels above, with load16x4 reading the strips' groups in place of
+ * transposing rows; nothing to prefetch in one sequential stream. */
+static void pack_strips_q4_k(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)
+{
+    (void)w_stride, (void)pf;
+    const strip row = strip_of_strips(w, sizeof(qt_block_q4_k));
+    panelk *p = panel;
+    for (int b = 0; b < nb; b++)
+        unpack_q4_k(&row, (size_t)b * sizeof(qt_block_q4_k), &p[b]);
+}
+
+static const kt_kernel strips_tile_q4_k = {.strip = STRIP,
+                                           .block_elems = QK_K,
+                                           .chunk_blocks = K_CHUNK,
+                                           .block_bytes = sizeof(qt_block_q4_k),
+                                           .act_block_bytes = sizeof(qt_block_q8_k),
+                                           .pack = pack_strips_q4_k,
+                                           .compute = compute_q4_k,
+                                           .dot = dot_q4_k,
+                                           .strips = true};
+
+static void gemm_strips_q4_k(int n, int rows, int cols, const void *w, const void *x, size_t x_stride, float *out,
+                             size_t out_stride)
+{
+    const size_t strip_bytes = STRIP * (size_t)(n / QK_K) * sizeof(qt_block_q4_k);
+    static const kt_prefetch none = {0};
+    if (cols > 1) {
+        kt_gemm(&strips_tile_q4_k, n, rows, cols, w, strip_bytes / STRIP, x, x_stride, out, out_stride);
+        return;
+    }
+    for (int r0 = 0; r0 < rows; r0 += STRIP)
+        matvec_q4_k_from(strip_of_strips((const uint8_t *)w + (size_t)r0 / STRIP * strip_bytes, sizeof(qt_block_q4_k)),
+                         n / QK_K, &none, x, out + r0, STRIP, false);
+}
 KT_TILEK(q5_k, ((traitsk){8, true, 31}))
 /* Q6_K decodes by dot: a strip kernel in registers as Q4_K's (13 load16x4 of a block's 210
  * bytes per 16 rows, each level one vpternlogd, four vpdpbusd and a vpmulld per sub-block)
@@ -806,5 +862,5 @@ KT_TILEF(f32, 4)
 KT_TILEF(f16, 8)
 KT_TILEF(bf16, 8)
 
-#define KX_STRIPS {[QT_Q4_0] = gemm_strips_q4_0, [QT_Q8_0] = gemm_strips_q8_0}
+#define KX_STRIPS {[QT_Q4_0] = gemm_strips_q4_0, [QT_Q8_0] = gemm_strips_q8_0, [QT_Q4_K] = gemm_strips_q4_k}
 KX_KERN_OPS(avx512);

@@ -441,7 +441,7 @@ END_TEST
 /* Matrices in strips: one column (a variant's strips kernel, where it has one: spans of
  * activation facts end at 2048 blocks) and several (turned back into rows, in chunks of 32
  * blocks and 64 columns). */
-static const qt_type strips_types[] = {QT_Q4_0, QT_Q8_0};
+static const qt_type strips_types[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K};
 static const gemm_shape strips_shapes[] = {{16, 1, 1}, {16, 1, 33}, {48, 1, 70}, {16, 1, 2051},
                                            {32, 3, 5}, {16, 70, 33}, {16, 2, 2051}};
 

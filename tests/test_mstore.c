@@ -445,6 +445,16 @@ static int refuse(void *data, size_t size, err_info *ei)
     return err_set(ei, -ERR_UNSUPPORTED, "no faster layout for %zu bytes", size);
 }
 
+/* Default options with prepare set, and its call count reset. */
+static mstore_opts prepare_opts(int (*prepare)(void *data, size_t size, err_info *ei))
+{
+    mstore_opts o;
+    mstore_opts_default(&o);
+    o.prepare = prepare;
+    prepare_calls = 0;
+    return o;
+}
+
 /* The copy is the file with its first REARRANGED bytes inverted, and its recorded hash is
  * still the file's SHA-256. */
 static void assert_rearranged_copy_of(const mstore *s, const char *path)
@@ -463,10 +473,7 @@ static void assert_rearranged_copy_of(const mstore *s, const char *path)
 START_TEST(prepare_rearranges_the_copy_once)
 {
     const char *path = model_copy("m.gguf");
-    mstore_opts o;
-    mstore_opts_default(&o);
-    o.prepare = invert_head;
-    prepare_calls = 0;
+    mstore_opts o = prepare_opts(invert_head);
     mstore *cold = store_open_ok(path, &o);
     ck_assert(mstore_created(cold) && mstore_prepared(cold));
     ck_assert_int_eq(prepare_calls, 1);
@@ -504,10 +511,7 @@ END_TEST
 START_TEST(prepare_may_leave_the_copy_as_is)
 {
     const char *path = model_copy("m.gguf");
-    mstore_opts o;
-    mstore_opts_default(&o);
-    o.prepare = leave_as_is;
-    prepare_calls = 0;
+    mstore_opts o = prepare_opts(leave_as_is);
     mstore *s = store_open_ok(path, &o);
     ck_assert(mstore_created(s) && !mstore_prepared(s));
     ck_assert_int_eq(prepare_calls, 1);
@@ -524,10 +528,7 @@ END_TEST
 START_TEST(failing_prepare_fails_the_open)
 {
     const char *path = model_copy("m.gguf");
-    mstore_opts o;
-    mstore_opts_default(&o);
-    o.prepare = refuse;
-    prepare_calls = 0;
+    mstore_opts o = prepare_opts(refuse);
     mstore *s = NULL;
     err_info ei = {0};
     ck_assert_int_eq(mstore_open(&s, path, &o, &ei), -ERR_UNSUPPORTED);
@@ -548,10 +549,7 @@ END_TEST
 START_TEST(verify_replaces_a_rearranged_copy)
 {
     const char *path = model_copy("m.gguf");
-    mstore_opts o;
-    mstore_opts_default(&o);
-    o.prepare = invert_head;
-    prepare_calls = 0;
+    mstore_opts o = prepare_opts(invert_head);
     mstore *s = store_open_ok(path, &o);
     ck_assert(mstore_prepared(s));
     char name[MSTORE_NAME_MAX];
