@@ -633,13 +633,15 @@ KX_INLINE void strips_q32(int n, int nstrips, const uint8_t *w, const uint8_t *x
 
 /* kt_kernel's pack for a chunk of a strip (kt_kernel.strips): each block's levels, unsigned
  * as unpack_q4_0 and unpack_q8_0 leave them, straight from its groups. */
-KX_INLINE void pack_strips_q32(const uint8_t *w, int nb, void *panel, bool nibbles)
+KX_INLINE void pack_strips_q32(const uint8_t *w, int nb, void *panel, const kt_prefetch *pf, bool nibbles)
 {
     const size_t block = KERN_STRIP_ROWS * (nibbles ? sizeof(qt_block_q4_0) : sizeof(qt_block_q8_0));
     const __m512i low4 = _mm512_set1_epi8(0x0F), sign = _mm512_set1_epi8((char)0x80);
     const int groups = nibbles ? 4 : 8;
+    kt_prefetch ahead = *pf;
     panel32 *p = panel;
     for (int b = 0; b < nb; b++, w += block) {
+        kt_prefetch_step(&ahead);
         const uint8_t *q = w + KERN_STRIP_ROWS * sizeof(qt_f16);
         p[b].d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w));
 #pragma GCC unroll 8
@@ -657,14 +659,14 @@ KX_INLINE void pack_strips_q32(const uint8_t *w, int nb, void *panel, bool nibbl
 
 static void pack_strips_q4_0(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)
 {
-    (void)w_stride, (void)pf;
-    pack_strips_q32(w, nb, panel, true);
+    (void)w_stride;
+    pack_strips_q32(w, nb, panel, pf, true);
 }
 
 static void pack_strips_q8_0(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)
 {
-    (void)w_stride, (void)pf;
-    pack_strips_q32(w, nb, panel, false);
+    (void)w_stride;
+    pack_strips_q32(w, nb, panel, pf, false);
 }
 
 KT_TILE32_MATVEC(q4_0, q8_0, kx_act_offset8, traits_q4_0, matvec_q4_0_eights)
@@ -815,16 +817,19 @@ static void matvec_q4_k_strip(const uint8_t *w, size_t w_stride, int nb, const k
 KT_TILEK_MATVEC(q4_k, ((traitsk){8, true, 15}), matvec_q4_k_strip)
 
 /* Q4_K in strips: the kernels above, with load16x4 reading the strips' groups in place of
- * transposing rows; nothing to prefetch in one sequential stream. One Zen 4 core
+ * transposing rows; decode prefetches nothing in its one sequential stream. One Zen 4 core
  * (bench_matvec): 47-48 GB/s from cache against 36 from rows; decoding TinyLlama Q4_K_M on
  * 2 cores, 87-93% of 35-37 GB/s against 80-84%, 73-74% of 58-64 GB/s against 59-63%. */
 static void pack_strips_q4_k(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)
 {
-    (void)w_stride, (void)pf;
+    (void)w_stride;
     const strip row = strip_of_strips(w, sizeof(qt_block_q4_k));
+    kt_prefetch ahead = *pf;
     panelk *p = panel;
-    for (int b = 0; b < nb; b++)
+    for (int b = 0; b < nb; b++) {
+        kt_prefetch_step(&ahead);
         unpack_q4_k(&row, (size_t)b * sizeof(qt_block_q4_k), &p[b]);
+    }
 }
 
 static const kt_kernel strips_tile_q4_k = {.strip = STRIP,

@@ -46,9 +46,11 @@ static void tiles(const kt_kernel *k, int nb, int rows, int cols, const uint8_t 
                 const int kb = min_int(k->chunk_blocks, s0 + ns - b0);
                 const size_t bytes = (size_t)kb * k->block_bytes;
                 const uint8_t *xb = x + (size_t)b0 * k->act_block_bytes;
-                if (k->strips) { /* one sequential stream: nothing to prefetch or stage */
-                    static const kt_prefetch none = {0};
-                    k->pack(w + (size_t)r0 * w_stride + (size_t)b0 * k->strip * k->block_bytes, 0, kb, panel, &none);
+                if (k->strips) { /* the chunk is one run of bytes, and so is the next strip's */
+                    const uint8_t *chunk = w + (size_t)r0 * w_stride + (size_t)b0 * k->strip * k->block_bytes;
+                    const size_t chunk_bytes = (size_t)k->strip * bytes, strip_bytes = (size_t)k->strip * w_stride;
+                    const kt_prefetch next = prefetch_plan(chunk + strip_bytes, 0, r0 + nr < rows, chunk_bytes, kb);
+                    k->pack(chunk, 0, kb, panel, &next);
                     k->compute(panel, kb, xb, x_stride, cols, table + (b0 - s0), ns, out + r0, out_stride, nr,
                                b0 > 0);
                     continue;

@@ -105,8 +105,8 @@ typedef struct kt_kernel {
                    const kt_act *t, float *out, int nrows, bool accumulate);
     kern_dot_fn dot; /* the variant's dot product for this type */
     /* The matrix is in strips (kern.h; rows a multiple of strip): pack reads the chunk's
-     * blocks of one strip, one after another at w (w_stride and the prefetches unused),
-     * and a single column takes pack and compute unless matvec is set. */
+     * blocks of one strip, one after another at w (w_stride unused), prefetching the next
+     * strip's chunk (one run of bytes), and a single column takes pack and compute. */
     bool strips;
 } kt_kernel;
 
