@@ -234,7 +234,6 @@ static int bind_tensors(model *m, err_info *ei)
     return 0;
 }
 
-/* The type holding most bytes among the layer matrices (what a user calls the file's type). */
 enum { LAYER_MATRICES = 7 };
 
 /* Matrix i of the n_layer * LAYER_MATRICES + 1 the forward pass multiplies with: each
@@ -248,6 +247,7 @@ static const gguf_tensor *matrix_at(const model *m, int i)
     return mats[i % LAYER_MATRICES];
 }
 
+/* The type holding most bytes among the layer matrices (what a user calls the file's type). */
 static void summarize_types(model *m)
 {
     uint64_t bytes_by_type[QT_COUNT] = {0};
@@ -330,9 +330,11 @@ int model_prepare_shared(void *data, size_t size, err_info *ei)
         return rc;
     const int n = m->hp.n_layer * LAYER_MATRICES + 1;
     size_t widest = 0; /* bytes of the widest row to rearrange */
-    for (int i = 0; i < n; i++)
-        if (in_strips(m, matrix_at(m, i)) && qt_row_bytes(matrix_at(m, i)->type, (int)matrix_at(m, i)->ne[0]) > widest)
-            widest = qt_row_bytes(matrix_at(m, i)->type, (int)matrix_at(m, i)->ne[0]);
+    for (int i = 0; i < n; i++) {
+        const gguf_tensor *w = matrix_at(m, i);
+        if (in_strips(m, w) && qt_row_bytes(w->type, (int)w->ne[0]) > widest)
+            widest = qt_row_bytes(w->type, (int)w->ne[0]);
+    }
     uint8_t *rows = widest ? malloc(KERN_STRIP_ROWS * widest) : NULL;
     if (widest && !rows) {
         model_close(m);
