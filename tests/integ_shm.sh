@@ -68,7 +68,7 @@ else
 fi
 
 # ---- matrices in strips -------------------------------------------------------------------------
-# A copy made by a process whose kernel multiplies strips (engine/kern.h) has its Q4_0 and Q8_0
+# A copy made by a process whose kernel multiplies strips (engine/kern.h) has its Q4_0, Q8_0, Q4_K
 # matrices laid out so (model_prepare_shared); one made under another kernel keeps rows. Either
 # serves every process: one whose kernel has no strips kernel turns strips back into rows.
 Q4=$TMP/q4.gguf
