@@ -46,34 +46,35 @@ static void tiles(const kt_kernel *k, int nb, int rows, int cols, const uint8_t 
                 const int kb = min_int(k->chunk_blocks, s0 + ns - b0);
                 const size_t bytes = (size_t)kb * k->block_bytes;
                 const uint8_t *xb = x + (size_t)b0 * k->act_block_bytes;
+                const uint8_t *src; /* what pack or matvec reads, src_stride apart */
+                size_t src_stride;
+                kt_prefetch next;
                 if (k->strips) { /* the chunk is one run of bytes, and so is the next strip's */
-                    const uint8_t *chunk = w + (size_t)r0 * w_stride + (size_t)b0 * k->strip * k->block_bytes;
-                    const size_t chunk_bytes = (size_t)k->strip * bytes, strip_bytes = (size_t)k->strip * w_stride;
-                    const kt_prefetch next = prefetch_plan(chunk + strip_bytes, 0, r0 + nr < rows, chunk_bytes, kb);
-                    k->pack(chunk, 0, kb, panel, &next);
-                    k->compute(panel, kb, xb, x_stride, cols, table + (b0 - s0), ns, out + r0, out_stride, nr,
-                               b0 > 0);
-                    continue;
-                }
-                const uint8_t *wc = w + (size_t)r0 * w_stride + (size_t)b0 * k->block_bytes;
-                if (r0 == 0) { /* nothing fetched this one ahead: ask for all of it at once */
-                    kt_prefetch now = prefetch_plan(wc, w_stride, nr, bytes, 1);
-                    now.lines_per_step = INT_MAX;
-                    kt_prefetch_step(&now);
-                }
-                const kt_prefetch next =
-                    prefetch_plan(wc + (size_t)nr * w_stride, w_stride, min_int(k->strip, rows - r0 - nr), bytes, kb);
-                if (nr < k->strip) { /* a short last strip: its rows, then zeros, one after another */
-                    for (int r = 0; r < nr; r++)
-                        memcpy(stage + (size_t)r * bytes, wc + (size_t)r * w_stride, bytes);
-                    memset(stage + (size_t)nr * bytes, 0, (size_t)(k->strip - nr) * bytes);
-                }
-                const uint8_t *strip = nr < k->strip ? stage : wc;
-                const size_t strip_stride = nr < k->strip ? bytes : w_stride;
-                if (cols == 1) {
-                    k->matvec(strip, strip_stride, kb, &next, xb, table + (b0 - s0), out + r0, nr, b0 > 0);
+                    src = w + (size_t)r0 * w_stride + (size_t)b0 * k->strip * k->block_bytes;
+                    src_stride = 0;
+                    next = prefetch_plan(src + (size_t)k->strip * w_stride, 0, r0 + nr < rows, (size_t)k->strip * bytes,
+                                         kb);
                 } else {
-                    k->pack(strip, strip_stride, kb, panel, &next);
+                    const uint8_t *wc = w + (size_t)r0 * w_stride + (size_t)b0 * k->block_bytes;
+                    if (r0 == 0) { /* nothing fetched this one ahead: ask for all of it at once */
+                        kt_prefetch now = prefetch_plan(wc, w_stride, nr, bytes, 1);
+                        now.lines_per_step = INT_MAX;
+                        kt_prefetch_step(&now);
+                    }
+                    next = prefetch_plan(wc + (size_t)nr * w_stride, w_stride, min_int(k->strip, rows - r0 - nr), bytes,
+                                         kb);
+                    if (nr < k->strip) { /* a short last strip: its rows, then zeros, one after another */
+                        for (int r = 0; r < nr; r++)
+                            memcpy(stage + (size_t)r * bytes, wc + (size_t)r * w_stride, bytes);
+                        memset(stage + (size_t)nr * bytes, 0, (size_t)(k->strip - nr) * bytes);
+                    }
+                    src = nr < k->strip ? stage : wc;
+                    src_stride = nr < k->strip ? bytes : w_stride;
+                }
+                if (cols == 1 && k->matvec) {
+                    k->matvec(src, src_stride, kb, &next, xb, table + (b0 - s0), out + r0, nr, b0 > 0);
+                } else {
+                    k->pack(src, src_stride, kb, panel, &next);
                     k->compute(panel, kb, xb, x_stride, cols, table + (b0 - s0), ns, out + r0, out_stride, nr,
                                b0 > 0);
                 }
