@@ -1,6 +1,7 @@
 /* kern_avx2 — AVX2 (+FMA, F16C) kernels: the row dot product of every supported weight
- * type, the gemm tiles of prefill and decode (8-row strips, kern_tile.h), plus the shared
- * x86 quantizers and f16 helpers (kern_x86.h).
+ * type, the gemm tiles of prefill and decode (8-row strips, kern_tile.h), the products
+ * with matrices in strips (kern.h: decode's 16-row layout, two of those 8-row strips side
+ * by side), plus the shared x86 quantizers and f16 helpers (kern_x86.h).
  *
  * Integer parts are exact: 32 weight levels times 32 activation levels go through
  * maddubs (u8 x s8 -> pairs summed in s16) and madd (-> s32). maddubs wants its first
@@ -268,15 +269,35 @@ static float dot_q6_k(int n, const void *w, const void *x)
 
 enum { STRIP = 8, COLS32 = 4, COLSK = 4, COLSF = 8 }; /* rows per strip; columns per tile32, tilek, tilef */
 
-/* A strip's rows, addressed as quad[r / 4] + at[r % 4]: few registers for eight rows. */
+/* A strip's rows, addressed as quad[r / 4] + at[r % 4]: few registers for eight rows. Or,
+ * where block is set, half h of a strip of a matrix in strips (kern.h: 16 rows, two of these
+ * strips side by side), blocks of that many bytes: quad[0] is the half's lanes of the
+ * first group (w + 32h), quad[1] its rows' heads (w + 16h). load16x4 then reads what it
+ * would transpose and gather_f16 what it would gather (the head at a block's start; other
+ * gather_* must not be used). Built by the two functions below with a constant block, so
+ * that the compiler drops the layout test of every load. */
 typedef struct strip {
     const uint8_t *quad[2];
     size_t at[4];
+    size_t block;
 } strip;
 
 KX_INLINE strip strip_rows(const uint8_t *w, size_t w_stride)
 {
-    return (strip){{w, w + 4 * w_stride}, {0, w_stride, 2 * w_stride, 3 * w_stride}};
+    return (strip){{w, w + 4 * w_stride}, {0, w_stride, 2 * w_stride, 3 * w_stride}, 0};
+}
+
+KX_INLINE strip strip_of_strips(const uint8_t *w, size_t block, int half)
+{
+    return (strip){{w + 4 * STRIP * half, w + sizeof(qt_f16) * STRIP * half}, {0}, block};
+}
+
+/* The half's lanes of the group holding byte off of its rows (a strip of strips): group g
+ * of a block holds dword g after the heads of its 16 rows (16·head bytes) and comes 64·g
+ * bytes after them, at 16 times the dword's offset in a row's block, head included. */
+KX_INLINE const uint8_t *strips_at(const strip *s, size_t off)
+{
+    return s->quad[0] + off / s->block * KERN_STRIP_ROWS * s->block + KERN_STRIP_ROWS * (off % s->block);
 }
 
 KX_INLINE const uint8_t *row_at(const strip *s, int r, size_t off) { return s->quad[r >> 2] + s->at[r & 3] + off; }
@@ -285,6 +306,12 @@ KX_INLINE const uint8_t *row_at(const strip *s, int r, size_t off) { return s->q
  * 128-bit lane L of a[i], then each lane is a 4x4 transpose. */
 KX_INLINE void load16x4(const strip *s, size_t off, __m256i q[4])
 {
+    if (s->block) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            q[i] = _mm256_loadu_si256((const __m256i *)(strips_at(s, off) + 4 * KERN_STRIP_ROWS * i));
+        return;
+    }
     __m256i a[4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
@@ -317,7 +344,13 @@ KX_INLINE __m128i gather_u16(const strip *s, size_t off)
 }
 
 /* The f16 at row r + off of each row, as floats in lane r. */
-KX_INLINE __m256 gather_f16(const strip *s, size_t off) { return _mm256_cvtph_ps(gather_u16(s, off)); }
+KX_INLINE __m256 gather_f16(const strip *s, size_t off)
+{
+    if (s->block) /* the heads of the half's rows: off at a block's start */
+        return _mm256_cvtph_ps(
+            _mm_loadu_si128((const __m128i *)(s->quad[1] + off / s->block * KERN_STRIP_ROWS * s->block)));
+    return _mm256_cvtph_ps(gather_u16(s, off));
+}
 
 /* The little-endian 32-bit word at row r + off of each row, in lane r. */
 KX_INLINE __m256i gather_u32(const strip *s, size_t off)
@@ -427,11 +460,14 @@ KTI_INLINE kv_sum block_dot32(const panel32 *p, const uint8_t *y, int32_t offset
                                                                            per16, _mm256_set1_epi16(1)));
 }
 
-KT_TILE32(q4_0, q8_0, kx_act_offset8, ((traits32){false, 15, false}))
+/* Shared with the strips kernels below. */
+static const traits32 traits_q4_0 = {false, 15, false}, traits_q8_0 = {false, 127, true};
+
+KT_TILE32(q4_0, q8_0, kx_act_offset8, traits_q4_0)
 KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true, 15, false}))
 KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}))
 KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}))
-KT_TILE32_MATVEC(q8_0, q8_0, kx_act_q8_0, ((traits32){false, 127, true}), NULL)
+KT_TILE32_MATVEC(q8_0, q8_0, kx_act_q8_0, traits_q8_0, NULL)
 
 /* Per column and sub-block, its pair sums in int16, madd by its scale. */
 KTI_INLINE void block_dotk(const panelk *p, const qt_block_q8_k *const y[], int nc, kv_sum tot[], traitsk tr)
@@ -465,5 +501,214 @@ KT_TILEF(f32, 4)
 KT_TILEF(f16, 8)
 KT_TILEF(bf16, 8)
 
-#define KX_STRIPS {NULL} /* none: kern_gemm_strips turns strips back into rows */
+/* ---- matrices in strips (kern.h) ----------------------------------------
+ * A strip of 16 rows is two of this file's 8-row strips side by side: each group of 64
+ * bytes (one dword of every row's block) is two vectors, rows 0-7 then 8-15, and the 16
+ * heads are two f16 vectors. strip_of_strips views each half as a strip whose load16x4 and
+ * gather_f16 read those vectors in place, so the rows kernels' unpacking (kern_tile_isa.h)
+ * and integer dot products serve strips unchanged, with nothing to transpose or gather.
+ * Decode takes a block's two halves one after the other, each unpacked into registers and
+ * used at once; prefill packs both halves of a chunk into one panel (half h's entry of
+ * block b at h·nb + b) for the rows tiles. A strip's blocks are one sequential stream,
+ * which the hardware prefetchers follow without help. One Zen 4 core (test_kern's
+ * bench_matvec, rows and strips alternated, two runs): from cache Q4_0 37 GB/s against the
+ * rows' 22, Q8_0 43-47 against 28, Q4_K 40 against 19.5; from DRAM 22-23 against 15-16,
+ * 24-26 against 24, 23-24 against 15-16. Decoding TinyLlama on 2 cores at 37-38 GB/s of
+ * memory bandwidth: Q4_0 reaches 91% of it against 79-81%, Q4_K_M 92% against 87%; at
+ * 67-71 GB/s, Q4_0 72% against 47%, Q4_K_M 67-69% against 49-50%, Q8_0 79-82% against
+ * 71-72% (the rows kernels are bound by their arithmetic there). */
+
+/* Decode of Q4_0 and Q8_0: per block and half, block_dot32 from the levels unpack leaves
+ * in registers, offset by t's share (Q4_0's levels are w + 8), times d·d_y. */
+KX_INLINE void strips_q32(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out, size_t block_bytes,
+                          unpack32_fn unpack, void (*act)(const uint8_t *, int, kt_act *), traits32 tr)
+{
+    const size_t block = KERN_STRIP_ROWS * block_bytes;
+    const size_t ybytes = sizeof(qt_block_q8_0), yqs = offsetof(qt_block_q8_0, qs);
+    const int nb = n / 32;
+    kt_act t[KT_TABLE];
+    for (int b0 = 0; b0 < nb; b0 += KT_TABLE) { /* activation facts for a span of blocks, shared by every strip */
+        const int span = nb - b0 < KT_TABLE ? nb - b0 : KT_TABLE;
+        act(x + (size_t)b0 * ybytes, span, t);
+        for (int s = 0; s < nstrips; s++) {
+            const uint8_t *p = w + ((size_t)s * (size_t)nb + (size_t)b0) * block;
+            __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int b = 0; b < span; b++, p += block) {
+                const uint8_t *y = x + (size_t)(b0 + b) * ybytes + yqs;
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    const strip half = strip_of_strips(p, block_bytes, h);
+                    panel32 e;
+                    unpack(&half, 0, &e);
+                    acc[h] = vf_fma(acc[h], vf_of_sum(block_dot32(&e, y, t[b].offset, true, tr)),
+                                    _mm256_mul_ps(e.d, vf_splat(t[b].d)));
+                }
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++)
+                store_rows(out + (size_t)s * KERN_STRIP_ROWS + STRIP * h, acc[h], STRIP, b0 > 0);
+        }
+    }
+}
+
+static void strips_q4_0(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
+{
+    strips_q32(n, nstrips, w, x, out, sizeof(qt_block_q4_0), unpack_q4_0, kx_act_offset8, traits_q4_0);
+}
+
+static void strips_q8_0(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
+{
+    strips_q32(n, nstrips, w, x, out, sizeof(qt_block_q8_0), unpack_q8_0, kx_act_q8_0, traits_q8_0);
+}
+
+/* Byte k of each dword of v as both int16 halves of it: a sub-block's scale or min as madd
+ * takes it (one vpshufb). */
+KX_INLINE __m256i byte_pair(__m256i v, int k)
+{
+    int32_t pick[4]; /* dword i of each 128-bit lane: bytes 4i + k, zero, 4i + k, zero */
+    for (int i = 0; i < 4; i++)
+        pick[i] = (4 * i + k) | 0x80 << 8 | (4 * i + k) << 16 | (int32_t)0x80000000;
+    const __m128i lane = _mm_setr_epi32(pick[0], pick[1], pick[2], pick[3]);
+    return _mm256_shuffle_epi8(v, _mm256_setr_m128i(lane, lane));
+}
+
+/* v, in a register at this point of the code (an empty asm, no instruction): where a chain
+ * of int16 sums runs through it, GCC 12 can no longer expand the chain as all its maddubs
+ * first, their results spilled to the stack and summed afterwards (Q4_K strips from cache:
+ * 40 GB/s against 32). */
+KX_INLINE __m256i in_register(__m256i v)
+{
+    __asm__("" : "+x"(v));
+    return v;
+}
+
+/* Decode of Q4_K: per block, each half's header unpacked once for its eight rows (scales
+ * and mins as (s, s) int16 pairs for madd); then group by group, each broadcast activation
+ * dword taken by both halves at once (a loop per half had the compiler keep a block's 64
+ * broadcasts on the stack: 24-25 GB/s from cache against 32), low nibbles into one int16 sum
+ * per chunk of 64 weights (sub-block 2c), high ones into another (2c + 1), each widened by
+ * madd with its scales; the mins' share is eight madds of (min, min) pairs with the bsums
+ * pairs. */
+static void strips_q4_k(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
+{
+    const size_t block = KERN_STRIP_ROWS * sizeof(qt_block_q4_k), qs = offsetof(qt_block_q4_k, qs);
+    const int nb = n / QK_K;
+    const qt_block_q8_k *y = (const qt_block_q8_k *)x;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int s = 0; s < nstrips; s++) {
+        const uint8_t *p = w + (size_t)s * (size_t)nb * block;
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int b = 0; b < nb; b++, p += block) {
+            const strip half[2] = {strip_of_strips(p, sizeof(qt_block_q4_k), 0),
+                                   strip_of_strips(p, sizeof(qt_block_q4_k), 1)};
+            const uint8_t *yq = (const uint8_t *)y[b].qs;
+            __m256 d[2];
+            __m256i sc[2][2], isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) { /* the mins' share first, into acc */
+                __m256i hd[4]; /* d | dmin << 16, scales[0..3], [4..7], [8..11] */
+                load16x4(&half[h], 0, hd);
+                kv_u8 sc8[2], mn8[2];
+                k_affine_scales(hd, sc8, mn8);
+                sc[h][0] = (__m256i)sc8[0];
+                sc[h][1] = (__m256i)sc8[1];
+                __m256i corr = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++)
+                    corr = _mm256_add_epi32(
+                        corr, _mm256_madd_epi16(byte_pair((__m256i)mn8[j >> 2], j & 3), bcast32(y[b].bsums + 2 * j)));
+                acc[h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(corr),
+                                          _mm256_mul_ps(low_f16(_mm256_srli_epi32(hd[0], 16)), vf_splat(y[b].d)),
+                                          acc[h]);
+                d[h] = _mm256_mul_ps(low_f16(hd[0]), vf_splat(y[b].d));
+            }
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) { /* 32 bytes of qs: sub-block 2c in low nibbles, 2c + 1 in high */
+                __m256i lo16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, hi16[2] = {lo16[0], lo16[0]};
+#pragma GCC unroll 8
+                for (int g = 0; g < 8; g++) {
+                    const __m256i ylo = bcast32(yq + 64 * c + 4 * g), yhi = bcast32(yq + 64 * c + 32 + 4 * g);
+#pragma GCC unroll 2
+                    for (int h = 0; h < 2; h++) {
+                        const __m256i v =
+                            _mm256_loadu_si256((const __m256i *)strips_at(&half[h], qs + 32 * c + 4 * g));
+                        lo16[h] = in_register(
+                            _mm256_add_epi16(lo16[h], _mm256_maddubs_epi16(_mm256_and_si256(v, low4), ylo)));
+                        hi16[h] = in_register(_mm256_add_epi16(
+                            hi16[h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), yhi)));
+                    }
+                }
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    isum[h] =
+                        _mm256_add_epi32(isum[h], _mm256_madd_epi16(lo16[h], byte_pair(sc[h][c >> 1], 2 * c & 3)));
+                    isum[h] = _mm256_add_epi32(isum[h],
+                                               _mm256_madd_epi16(hi16[h], byte_pair(sc[h][c >> 1], (2 * c + 1) & 3)));
+                }
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++)
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]), d[h], acc[h]);
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+            store_rows(out + (size_t)s * KERN_STRIP_ROWS + STRIP * h, acc[h], STRIP, false);
+    }
+}
+
+/* Prefill over strips: kt_gemm's strips are the matrix's 16-row ones (two vectors of rows),
+ * chunks half as many blocks as the rows tiles' so that both halves' entries fit the panel;
+ * compute runs the rows tiles on each half. The shorter chunks' extra tile calls cost 2-4%
+ * (64 columns of a 2048x2048 matrix from L2, one core: Q4_0 171-175 GOPS against the rows'
+ * 177-179, Q8_0 115 against 120, Q4_K 164 against 168), where kern_gemm_strips' way back
+ * into rows made 135, 97 and 151. Then gemm_strips_<type>: a single column by
+ * strips_<type>. */
+#define KX_GEMM_STRIPS(type, panel_t, elems, chunk, act_type, act_fn)                                              \
+    static void pack_strips_##type(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)   \
+    {                                                                                                               \
+        (void)w_stride;                                                                                             \
+        kt_prefetch ahead = *pf;                                                                                    \
+        panel_t *p = panel;                                                                                         \
+        for (int b = 0; b < nb; b++, w += KERN_STRIP_ROWS * sizeof(qt_block_##type)) {                              \
+            kt_prefetch_step(&ahead);                                                                               \
+            for (int h = 0; h < 2; h++) {                                                                           \
+                const strip half = strip_of_strips(w, sizeof(qt_block_##type), h);                                  \
+                unpack_##type(&half, 0, &p[h * nb + b]);                                                            \
+            }                                                                                                       \
+        }                                                                                                           \
+    }                                                                                                               \
+    static void compute_strips_##type(const void *panel, int nb, const uint8_t *x, size_t x_stride, int ncols,      \
+                                      const kt_act *t, int t_stride, float *out, size_t out_stride, int nrows,      \
+                                      bool accumulate)                                                              \
+    {                                                                                                               \
+        (void)nrows; /* always a whole strip */                                                                     \
+        for (int h = 0; h < 2; h++)                                                                                 \
+            compute_##type((const panel_t *)panel + h * nb, nb, x, x_stride, ncols, t, t_stride, out + STRIP * h,  \
+                           out_stride, STRIP, accumulate);                                                          \
+    }                                                                                                               \
+    static const kt_kernel strips_tile_##type = {.strip = KERN_STRIP_ROWS,                                          \
+                                                 .block_elems = elems,                                              \
+                                                 .chunk_blocks = chunk / 2,                                         \
+                                                 .block_bytes = sizeof(qt_block_##type),                            \
+                                                 .act_block_bytes = sizeof(qt_block_##act_type),                    \
+                                                 .act = act_fn,                                                     \
+                                                 .pack = pack_strips_##type,                                        \
+                                                 .compute = compute_strips_##type,                                  \
+                                                 .dot = dot_##type,                                                 \
+                                                 .strips = true};                                                   \
+    static void gemm_strips_##type(int n, int rows, int cols, const void *w, const void *x, size_t x_stride,         \
+                                   float *out, size_t out_stride)                                                   \
+    {                                                                                                               \
+        if (cols == 1)                                                                                              \
+            strips_##type(n, rows / KERN_STRIP_ROWS, w, x, out);                                                    \
+        else                                                                                                        \
+            kt_gemm(&strips_tile_##type, n, rows, cols, w, n / elems * sizeof(qt_block_##type), x, x_stride, out,   \
+                    out_stride);                                                                                    \
+    }
+KX_GEMM_STRIPS(q4_0, panel32, 32, KT_CHUNK_BLOCKS, q8_0, kx_act_offset8)
+KX_GEMM_STRIPS(q8_0, panel32, 32, KT_CHUNK_BLOCKS, q8_0, kx_act_q8_0)
+KX_GEMM_STRIPS(q4_k, panelk, QK_K, K_CHUNK, q8_k, NULL)
+#undef KX_GEMM_STRIPS
+
+#define KX_STRIPS {[QT_Q4_0] = gemm_strips_q4_0, [QT_Q8_0] = gemm_strips_q8_0, [QT_Q4_K] = gemm_strips_q4_k}
 KX_KERN_OPS(avx2);
