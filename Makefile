@@ -53,7 +53,7 @@ PROGS := $(BUILD)/edgellm $(if $(wildcard daemon/edgellmd_main.c),$(BUILD)/edgel
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 
-.PHONY: all deps run test check-unit check-integration test-aarch64 fuzz asan valgrind soak bench bench-http clean install uninstall help
+.PHONY: all deps run test check-unit check-integration test-aarch64 fuzz asan valgrind soak bench bench-llama bench-http clean install uninstall help
 all: $(PROGS)
 
 help:
@@ -66,6 +66,7 @@ help:
 	@echo "make test-aarch64  cross-build the engine suites for aarch64 and run them under qemu"
 	@echo "make fuzz       libFuzzer+ASan+UBSan on the parsers, FUZZ_SECONDS (default 60) each"
 	@echo "make bench      prefill/decode t/s, time to first token, RSS of TinyLlama-shaped files + bandwidth probe"
+	@echo "make bench-llama  make bench's files through edgellm and llama.cpp (npm node-llama-cpp), side by side"
 	@echo "make bench-http the same generation through edgellm run and through the daemon's HTTP API"
 	@echo "make install    binaries, systemd units, default config (PREFIX=$(PREFIX) DESTDIR=$(DESTDIR))"
 	@echo "make uninstall  removes what install put there (not config or state)"
@@ -161,6 +162,26 @@ bench: all $(BENCH_FILES)
 	@for f in $(BENCH_FILES); do \
 	  $(BUILD)/edgellm bench -m $$f --shm -p 64 -n 32 --bandwidth $(BENCH_ARGS) || exit 1; echo; \
 	done
+
+# `make bench-llama`: make bench's files, and the same shapes quantized by llama.cpp, through
+# edgellm and through llama.cpp, round by round (see tools/vs_llama_cpp.py). llama.cpp is node-llama-cpp's prebuilt CPU build, pinned, installed
+# from npm into $(LLAMA_CPP_DIR) without its install scripts (the prebuilt binaries need none).
+# BENCH_LLAMA_ARGS adds options (e.g. "-r 9").
+LLAMA_CPP_NPM    ?= node-llama-cpp@3.14.2
+LLAMA_CPP_DIR    ?= $(BUILD)/llama-cpp
+BENCH_LLAMA_ARGS ?=
+LLAMA_CPP   := $(LLAMA_CPP_DIR)/node_modules/node-llama-cpp/package.json
+$(LLAMA_CPP):
+	npm install --prefix $(LLAMA_CPP_DIR) --ignore-scripts --no-audit --no-fund $(LLAMA_CPP_NPM)
+# The same shapes quantized by llama.cpp's own quantizer from an F16 file (removed afterwards):
+# edgellm reads other tools' files, at the same speed.
+BENCH_F16 := $(BENCH_DIR)/tinyllama-1.1b.F16.gguf
+.INTERMEDIATE: $(BENCH_F16)
+LLAMA_QUANTIZED := $(BENCH_TYPES:%=$(BENCH_DIR)/tinyllama-1.1b.llama-cpp.%.gguf)
+$(BENCH_DIR)/tinyllama-1.1b.llama-cpp.%.gguf: $(BENCH_F16) | $(LLAMA_CPP)
+	tools/llama_cpp_quantize.py --lib $(LLAMA_CPP_DIR) $< $@ $*
+bench-llama: all $(BENCH_FILES) $(LLAMA_QUANTIZED) $(LLAMA_CPP)
+	EDGELLM_BUILD=$(BUILD) tools/vs_llama_cpp.py --lib $(LLAMA_CPP_DIR) $(BENCH_LLAMA_ARGS) $(BENCH_FILES) $(LLAMA_QUANTIZED)
 
 # `make bench-http`: the same greedy generation through `edgellm run` and through edgellmd's
 # HTTP API (TCP and Unix socket), side by side: what the daemon path costs. The file has the

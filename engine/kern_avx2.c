@@ -661,8 +661,9 @@ static void strips_q4_k(int n, int nstrips, const uint8_t *w, const uint8_t *x, 
  * compute runs the rows tiles on each half. The shorter chunks' extra tile calls cost 2-4%
  * (64 columns of a 2048x2048 matrix from L2, one core: Q4_0 171-175 GOPS against the rows'
  * 177-179, Q8_0 115 against 120, Q4_K 164 against 168), where kern_gemm_strips' way back
- * into rows made 135, 97 and 151. Then gemm_strips_<type>: a single column by
- * strips_<type>. */
+ * into rows made 135, 97 and 151; TinyLlama Q4_0's pp64 on 2 cores loses 5-9% (137-145 t/s
+ * against 150-158), the price of decode's 5-25 points of the bandwidth ceiling. Then
+ * gemm_strips_<type>: a single column by strips_<type>. */
 #define KX_GEMM_STRIPS(type, panel_t, elems, chunk, act_type, act_fn)                                              \
     static void pack_strips_##type(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)   \
     {                                                                                                               \
