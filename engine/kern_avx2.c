@@ -663,7 +663,7 @@ static void strips_q4_k(int n, int nstrips, const uint8_t *w, const uint8_t *x, 
  * 177-179, Q8_0 115 against 120, Q4_K 164 against 168), where kern_gemm_strips' way back
  * into rows made 135, 97 and 151; TinyLlama Q4_0's pp64 on 2 cores loses 5-9% (137-145 t/s
  * against 150-158), the price of decode's 5-25 points of the bandwidth ceiling. Then
- * gemm_strips_<type>: a single column by strips_<type>. */
+ * gemm_strips_<type> (KT_GEMM_STRIPS), with strips_<type> for a single column. */
 #define KX_GEMM_STRIPS(type, panel_t, elems, chunk, act_type, act_fn)                                              \
     static void pack_strips_##type(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)   \
     {                                                                                                               \
@@ -697,15 +697,7 @@ static void strips_q4_k(int n, int nstrips, const uint8_t *w, const uint8_t *x, 
                                                  .compute = compute_strips_##type,                                  \
                                                  .dot = dot_##type,                                                 \
                                                  .strips = true};                                                   \
-    static void gemm_strips_##type(int n, int rows, int cols, const void *w, const void *x, size_t x_stride,         \
-                                   float *out, size_t out_stride)                                                   \
-    {                                                                                                               \
-        if (cols == 1)                                                                                              \
-            strips_##type(n, rows / KERN_STRIP_ROWS, w, x, out);                                                    \
-        else                                                                                                        \
-            kt_gemm(&strips_tile_##type, n, rows, cols, w, n / elems * sizeof(qt_block_##type), x, x_stride, out,   \
-                    out_stride);                                                                                    \
-    }
+    KT_GEMM_STRIPS(type, strips_##type)
 KX_GEMM_STRIPS(q4_0, panel32, 32, KT_CHUNK_BLOCKS, q8_0, kx_act_offset8)
 KX_GEMM_STRIPS(q8_0, panel32, 32, KT_CHUNK_BLOCKS, q8_0, kx_act_q8_0)
 KX_GEMM_STRIPS(q4_k, panelk, QK_K, K_CHUNK, q8_k, NULL)

@@ -675,6 +675,16 @@ KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}))
 KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}))
 KT_TILE32_MATVEC(q8_0, q8_0, kx_act_offset128, ((traits32){false, 255, false}), matvec_q8_0_pairs)
 
+static void strips_q4_0(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
+{
+    strips_q32(n, nstrips, w, x, out, true);
+}
+
+static void strips_q8_0(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
+{
+    strips_q32(n, nstrips, w, x, out, false);
+}
+
 /* Products with Q4_0 and Q8_0 matrices in strips: a single column by strips_q32, several
  * through the tiles of tile_q4_0 and tile_q8_0 with the strip packs. */
 #define KX_GEMM_STRIPS(type, nibbles)                                                                               \
@@ -688,14 +698,7 @@ KT_TILE32_MATVEC(q8_0, q8_0, kx_act_offset128, ((traits32){false, 255, false}), 
                                                  .compute = compute_##type,                                         \
                                                  .dot = dot_##type,                                                 \
                                                  .strips = true};                                                   \
-    static void gemm_strips_##type(int n, int rows, int cols, const void *w, const void *x, size_t x_stride,         \
-                                   float *out, size_t out_stride)                                                   \
-    {                                                                                                               \
-        if (cols == 1)                                                                                              \
-            strips_q32(n, rows / KERN_STRIP_ROWS, w, x, out, nibbles);                                              \
-        else                                                                                                        \
-            kt_gemm(&strips_tile_##type, n, rows, cols, w, n / 32 * sizeof(qt_block_##type), x, x_stride, out, out_stride); \
-    }
+    KT_GEMM_STRIPS(type, strips_##type)
 KX_GEMM_STRIPS(q4_0, true)
 KX_GEMM_STRIPS(q8_0, false)
 #undef KX_GEMM_STRIPS
@@ -842,19 +845,15 @@ static const kt_kernel strips_tile_q4_k = {.strip = STRIP,
                                            .dot = dot_q4_k,
                                            .strips = true};
 
-static void gemm_strips_q4_k(int n, int rows, int cols, const void *w, const void *x, size_t x_stride, float *out,
-                             size_t out_stride)
+static void strips_q4_k(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
 {
     const size_t strip_bytes = STRIP * (size_t)(n / QK_K) * sizeof(qt_block_q4_k);
     static const kt_prefetch none = {0};
-    if (cols > 1) {
-        kt_gemm(&strips_tile_q4_k, n, rows, cols, w, strip_bytes / STRIP, x, x_stride, out, out_stride);
-        return;
-    }
-    for (int r0 = 0; r0 < rows; r0 += STRIP)
-        matvec_q4_k_from(strip_of_strips((const uint8_t *)w + (size_t)r0 / STRIP * strip_bytes, sizeof(qt_block_q4_k)),
-                         n / QK_K, &none, x, out + r0, STRIP, false);
+    for (int s = 0; s < nstrips; s++)
+        matvec_q4_k_from(strip_of_strips((const uint8_t *)w + (size_t)s * strip_bytes, sizeof(qt_block_q4_k)),
+                         n / QK_K, &none, x, out + (size_t)s * STRIP, STRIP, false);
 }
+KT_GEMM_STRIPS(q4_k, strips_q4_k)
 KT_TILEK(q5_k, ((traitsk){8, true, 31}))
 /* Q6_K decodes by dot: a strip kernel in registers as Q4_K's (13 load16x4 of a block's 210
  * bytes per 16 rows, each level one vpternlogd, four vpdpbusd and a vpmulld per sub-block)

@@ -518,6 +518,21 @@ KTI_COMPUTE(computef, tilef, panelf, COLSF, traitsf)
                                           .dot = dot_##type};                                                    \
     KT_GEMM(type)
 
+/* gemm_strips_<type> (kern_strips_fn) of a type the ISA has strips kernels for: a single
+ * column by decode(n, strips, w, x, out), its matvec over whole strips, several columns
+ * through strips_tile_<type>, a kt_kernel whose pack reads strips. */
+#define KT_GEMM_STRIPS(type, decode)                                                                             \
+    static void gemm_strips_##type(int n, int rows, int cols, const void *w, const void *x, size_t x_stride,     \
+                                   float *out, size_t out_stride)                                                \
+    {                                                                                                            \
+        const kt_kernel *k = &strips_tile_##type;                                                                \
+        if (cols == 1)                                                                                           \
+            decode(n, rows / KERN_STRIP_ROWS, w, x, out);                                                        \
+        else                                                                                                     \
+            kt_gemm(k, n, rows, cols, w, (size_t)(n / k->block_elems) * k->block_bytes, x, x_stride, out,        \
+                    out_stride);                                                                                 \
+    }
+
 /* tile_<type> and gemm_<type> of a K type. Decode loops the dot product, which already
  * spreads its float work over 256 weights and measured as fast as a strip unpacked into a
  * panel for a single column; KT_TILEK_MATVEC names a kernel of the ISA's own instead
