@@ -66,7 +66,7 @@ help:
 	@echo "make test-aarch64  cross-build the engine suites for aarch64 and run them under qemu"
 	@echo "make fuzz       libFuzzer+ASan+UBSan on the parsers, FUZZ_SECONDS (default 60) each"
 	@echo "make bench      prefill/decode t/s, time to first token, RSS of TinyLlama-shaped files + bandwidth probe"
-	@echo "make bench-llama  those files and llama.cpp-quantized ones through edgellm and llama.cpp (npm), side by side"
+	@echo "make bench-llama  those files and llama.cpp-quantized ones through edgellm and llama.cpp, side by side"
 	@echo "make bench-http the same generation through edgellm run and through the daemon's HTTP API"
 	@echo "make install    binaries, systemd units, default config (PREFIX=$(PREFIX) DESTDIR=$(DESTDIR))"
 	@echo "make uninstall  removes what install put there (not config or state)"
@@ -164,10 +164,11 @@ bench: all $(BENCH_FILES)
 	done
 
 # `make bench-llama`: make bench's files, and the same shapes quantized by llama.cpp, through
-# edgellm and through llama.cpp, round by round (see tools/vs_llama_cpp.py). llama.cpp is
-# node-llama-cpp's prebuilt CPU build, pinned, installed from npm into $(LLAMA_CPP_DIR) without
-# its install scripts (the prebuilt binaries need none). BENCH_LLAMA_ARGS adds options (e.g.
-# "-r 9", or "--no-shm" to have edgellm map the files as llama.cpp does).
+# edgellm and through llama.cpp, round by round (see tools/vs_llama_cpp.py). llama.cpp is the
+# prebuilt CPU build that node-llama-cpp ships, pinned, installed from npm into $(LLAMA_CPP_DIR)
+# without its install scripts (the prebuilt libraries need none), and called from Python
+# (tools/llama_cpp.py). BENCH_LLAMA_ARGS adds options (e.g. "-r 9", or "--no-shm" to have
+# edgellm map the files as llama.cpp does).
 LLAMA_CPP_NPM    ?= node-llama-cpp@3.14.2
 LLAMA_CPP_DIR    ?= $(BUILD)/llama-cpp
 BENCH_LLAMA_ARGS ?=
@@ -180,7 +181,7 @@ BENCH_F16 := $(BENCH_DIR)/tinyllama-1.1b.F16.gguf
 .INTERMEDIATE: $(BENCH_F16)
 LLAMA_QUANTIZED := $(BENCH_TYPES:%=$(BENCH_DIR)/tinyllama-1.1b.llama-cpp.%.gguf)
 $(BENCH_DIR)/tinyllama-1.1b.llama-cpp.%.gguf: $(BENCH_F16) | $(LLAMA_CPP)
-	tools/llama_cpp_quantize.py --lib $(LLAMA_CPP_DIR) $< $@ $*
+	tools/llama_cpp.py --lib $(LLAMA_CPP_DIR) quantize $< $@ $*
 bench-llama: all $(BENCH_FILES) $(LLAMA_QUANTIZED) $(LLAMA_CPP)
 	EDGELLM_BUILD=$(BUILD) tools/vs_llama_cpp.py --lib $(LLAMA_CPP_DIR) $(BENCH_LLAMA_ARGS) $(BENCH_FILES) $(LLAMA_QUANTIZED)
 

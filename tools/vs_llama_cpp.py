@@ -3,7 +3,7 @@
 
 For each file, R rounds. A round runs `edgellm bench` once (weights from the shared copy, as
 the daemon reads them, and the read-bandwidth probe) and llama.cpp once
-(tools/llama_cpp_bench.mjs), one right after the other, in alternating order, so that both
+(tools/llama_cpp.py bench), one right after the other, in alternating order, so that both
 meet the same memory phase: this machine's bandwidth can change by half within seconds, so
 only ratios taken within one round compare.
 Prints each round (the bandwidth probed after edgellm's decode; edgellm / llama.cpp t/s), then
@@ -15,8 +15,9 @@ edgellm / llama.cpp, and of the share of the round's bandwidth ceiling each deco
 --no-shm has edgellm map the file instead of its shared copy, as llama.cpp does (4 KiB pages of
 the page cache, rows as in the file): what edgellm's layout and 2 MiB pages add, taken out.
 
-DIR holds node-llama-cpp (`npm install --prefix DIR node-llama-cpp`); `make bench-llama` sets
-it up and runs this on `make bench`'s files.
+DIR holds node-llama-cpp (`npm install --prefix DIR node-llama-cpp`), whose prebuilt llama.cpp
+libraries tools/llama_cpp.py calls; `make bench-llama` sets it up and runs this on `make bench`'s
+files and on the same shapes quantized by llama.cpp.
 """
 import argparse
 import json
@@ -51,10 +52,12 @@ def main():
     shape = ["-t", str(a.threads), "-p", str(a.prompt), "-n", str(a.gen)]
 
     def ours(f):
-        return run_json([edgellm, "bench", "-m", f, "--no-shm" if a.no_shm else "--shm", "--bandwidth", "--json", "-r", "1"] + shape)
+        weights = "--no-shm" if a.no_shm else "--shm"
+        return run_json([edgellm, "bench", "-m", f, weights, "--bandwidth", "--json", "-r", "1"] + shape)
 
     def theirs(f):
-        return run_json(["node", os.path.join(HERE, "llama_cpp_bench.mjs"), "--lib", a.lib, "-m", f, "-r", "1"] + shape)
+        return run_json([sys.executable, os.path.join(HERE, "llama_cpp.py"), "--lib", a.lib, "bench", "-m", f, "-r", "1"]
+                        + shape)
 
     for f in a.files:
         print(f"{os.path.basename(f)}, {a.threads} threads (edgellm / llama.cpp):")
