@@ -168,7 +168,7 @@ bench: all $(BENCH_FILES)
 # prebuilt CPU build that node-llama-cpp ships, pinned, installed from npm into $(LLAMA_CPP_DIR)
 # without its install scripts (the prebuilt libraries need none), and called from Python
 # (tools/llama_cpp.py). BENCH_LLAMA_ARGS adds options (e.g. "-r 9", or "--no-shm" to have
-# edgellm map the files as llama.cpp does).
+# edgellm read the files' rows instead of its shared copy).
 LLAMA_CPP_NPM    ?= node-llama-cpp@3.14.2
 LLAMA_CPP_DIR    ?= $(BUILD)/llama-cpp
 BENCH_LLAMA_ARGS ?=

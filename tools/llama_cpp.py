@@ -86,6 +86,9 @@ def load(lib_dir):
     llama.llama_init_from_model.restype = ctypes.c_void_p
     llama.llama_free.argtypes = [ctypes.c_void_p]
     llama.llama_model_free.argtypes = [ctypes.c_void_p]
+    llama.llama_model_get_vocab.argtypes = [ctypes.c_void_p]
+    llama.llama_model_get_vocab.restype = ctypes.c_void_p
+    llama.llama_vocab_n_tokens.argtypes = [ctypes.c_void_p]
     llama.llama_batch_get_one.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     llama.llama_batch_get_one.restype = Batch
     llama.llama_decode.argtypes = [ctypes.c_void_p, Batch]
@@ -102,9 +105,10 @@ def bench(llama, release, a):
     params = llama.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch = a.prompt + a.gen + 16, a.prompt, a.prompt
     params.n_threads = params.n_threads_batch = a.threads
-    rng = random.Random(12345)  # ordinary token ids (none special), the same every run
+    n_vocab = llama.llama_vocab_n_tokens(llama.llama_model_get_vocab(model))
+    rng = random.Random(12345)  # token ids past the first 100 (special ones), the same every run
     n_ids = max(a.prompt, a.gen)
-    ids = (ctypes.c_int32 * n_ids)(*[rng.randrange(100, 30000) for _ in range(n_ids)])
+    ids = (ctypes.c_int32 * n_ids)(*[rng.randrange(min(100, n_vocab - 1), n_vocab) for _ in range(n_ids)])
 
     def timed_decodes(tokens, count, per_call):
         """Seconds for `count` decodes of `per_call` tokens each, in a fresh context."""

@@ -12,8 +12,8 @@ edgellm / llama.cpp, and of the share of the round's bandwidth ceiling each deco
 
   tools/vs_llama_cpp.py --lib DIR [-t 2] [-p 64] [-n 32] [-r 5] [--no-shm] FILE.gguf...
 
---no-shm has edgellm map the file instead of its shared copy, as llama.cpp does (4 KiB pages of
-the page cache, rows as in the file): what edgellm's layout and 2 MiB pages add, taken out.
+--no-shm has edgellm map the file instead of its shared copy: the file's rows in 4 KiB pages of
+the page cache, without the shared copy's layout (strips) and 2 MiB pages.
 
 DIR holds node-llama-cpp (`npm install --prefix DIR node-llama-cpp`), whose prebuilt llama.cpp
 libraries tools/llama_cpp.py calls; `make bench-llama` sets it up and runs this on `make bench`'s
