@@ -657,37 +657,24 @@ KX_INLINE void pack_strips_q32(const uint8_t *w, int nb, void *panel, const kt_p
     }
 }
 
-static void pack_strips_q4_0(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)
-{
-    (void)w_stride;
-    pack_strips_q32(w, nb, panel, pf, true);
-}
-
-static void pack_strips_q8_0(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)
-{
-    (void)w_stride;
-    pack_strips_q32(w, nb, panel, pf, false);
-}
-
 KT_TILE32_MATVEC(q4_0, q8_0, kx_act_offset8, traits_q4_0, matvec_q4_0_eights)
 KT_TILE32(q4_1, q8_1, kx_act_q8_1, ((traits32){true, 15, false}))
 KT_TILE32(q5_0, q8_0, kx_act_offset16, ((traits32){false, 31, false}))
 KT_TILE32(q5_1, q8_1, kx_act_q8_1, ((traits32){true, 31, false}))
 KT_TILE32_MATVEC(q8_0, q8_0, kx_act_offset128, ((traits32){false, 255, false}), matvec_q8_0_pairs)
 
-static void strips_q4_0(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
-{
-    strips_q32(n, nstrips, w, x, out, true);
-}
-
-static void strips_q8_0(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)
-{
-    strips_q32(n, nstrips, w, x, out, false);
-}
-
 /* Products with Q4_0 and Q8_0 matrices in strips: a single column by strips_q32, several
  * through the tiles of tile_q4_0 and tile_q8_0 with the strip packs. */
 #define KX_GEMM_STRIPS(type, nibbles)                                                                               \
+    static void pack_strips_##type(const uint8_t *w, size_t w_stride, int nb, void *panel, const kt_prefetch *pf)   \
+    {                                                                                                               \
+        (void)w_stride;                                                                                             \
+        pack_strips_q32(w, nb, panel, pf, nibbles);                                                                 \
+    }                                                                                                               \
+    static void strips_##type(int n, int nstrips, const uint8_t *w, const uint8_t *x, float *out)                   \
+    {                                                                                                               \
+        strips_q32(n, nstrips, w, x, out, nibbles);                                                                 \
+    }                                                                                                               \
     static const kt_kernel strips_tile_##type = {.strip = STRIP,                                                    \
                                                  .block_elems = 32,                                                 \
                                                  .chunk_blocks = KT_CHUNK_BLOCKS,                                   \

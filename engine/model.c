@@ -332,8 +332,9 @@ int model_prepare_shared(void *data, size_t size, err_info *ei)
     size_t widest = 0; /* bytes of the widest row to rearrange */
     for (int i = 0; i < n; i++) {
         const gguf_tensor *w = matrix_at(m, i);
-        if (in_strips(m, w) && qt_row_bytes(w->type, (int)w->ne[0]) > widest)
-            widest = qt_row_bytes(w->type, (int)w->ne[0]);
+        const size_t row_bytes = qt_row_bytes(w->type, (int)w->ne[0]);
+        if (in_strips(m, w) && row_bytes > widest)
+            widest = row_bytes;
     }
     uint8_t *rows = widest ? malloc(KERN_STRIP_ROWS * widest) : NULL;
     if (widest && !rows) {
